@@ -1,0 +1,54 @@
+# Shared set-up for scripts/run and scripts/test: makes sure the tools autos needs are on
+# this machine, installing them from the system's package manager when they are not.
+# Sourced, not run.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else return 1
+  fi
+}
+
+apt_updated=""
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  if [ -z "$apt_updated" ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return 0; }
+  die "Rust is not installed. Install it with rustup (https://rustup.rs), then run this again."
+}
+
+# PostgreSQL's server binaries (initdb, pg_ctl, postgres): the embedded database uses them.
+pg_bindir() {
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(command -v initdb)"; return 0
+  fi
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  for d in /usr/local/pgsql/bin /opt/homebrew/bin /usr/local/bin; do
+    [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+ensure_postgres_binaries() {
+  pg_bindir >/dev/null && return 0
+  say "PostgreSQL is not installed; installing it"
+  if apt_install postgresql postgresql-contrib; then
+    pg_bindir >/dev/null && return 0
+  elif command -v brew >/dev/null 2>&1; then
+    brew install postgresql@16 && pg_bindir >/dev/null && return 0
+  fi
+  die "PostgreSQL server binaries are needed (Debian/Ubuntu: sudo apt-get install postgresql; macOS: brew install postgresql@16), or set DATABASE_URL to a server you run."
+}

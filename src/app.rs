@@ -1,0 +1,289 @@
+//! The composition root: builds every part from the configuration, runs the API server and/or
+//! the workers, and stops them in order.
+
+use crate::config::Config;
+use crate::embedded::{postgres::EmbeddedPostgres, s3::EmbeddedS3};
+use crate::graphql;
+use crate::http::{self, HttpState};
+use crate::jobs::{self, JobSettings, Services};
+use crate::queue::{PgQueue, QueueSettings, WorkerPool, WorkerSettings};
+use crate::source::{Source, SourceConfig};
+use crate::storage::{Storage, StorageConfig, DEFAULT_PART_SIZE};
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Role {
+    /// The API server.
+    pub serve: bool,
+    /// The queue workers and the sweeper.
+    pub work: bool,
+}
+
+impl Role {
+    /// API server and worker.
+    pub const ALL: Role = Role {
+        serve: true,
+        work: true,
+    };
+    /// API server only.
+    pub const SERVE: Role = Role {
+        serve: true,
+        work: false,
+    };
+    /// Worker only.
+    pub const WORK: Role = Role {
+        serve: false,
+        work: true,
+    };
+}
+
+/// Embedded services started because nothing else was configured.
+#[derive(Default)]
+struct Embedded {
+    postgres: Option<EmbeddedPostgres>,
+    s3: Option<EmbeddedS3>,
+}
+
+/// A running autos.
+pub struct Application {
+    /// Where the API listens, when serving.
+    pub addr: Option<SocketAddr>,
+    /// The parts, for tests and tools.
+    pub services: Services,
+    shutdown: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+    sweeper: Option<JoinHandle<()>>,
+    workers: Option<WorkerPool>,
+    embedded: Embedded,
+}
+
+/// The database URL to use, starting the embedded cluster when none is configured.
+async fn database(config: &Config, embedded: &mut Embedded) -> anyhow::Result<String> {
+    if let Some(url) = &config.database_url {
+        return Ok(url.clone());
+    }
+    let dir = config.home.join("postgres");
+    let pg = EmbeddedPostgres::start(&dir).await.with_context(|| {
+        format!(
+            "no DATABASE_URL is set, and the embedded PostgreSQL under {} could not start",
+            dir.display()
+        )
+    })?;
+    tracing::info!(dir = %dir.display(), url = pg.url(), "DATABASE_URL not set: using the embedded PostgreSQL");
+    let url = pg.url().to_string();
+    embedded.postgres = Some(pg);
+    Ok(url)
+}
+
+/// Connects and migrates (when asked); used by `migrate` too.
+pub async fn connect_database(
+    config: &Config,
+    max: u32,
+) -> anyhow::Result<(sqlx::PgPool, Option<EmbeddedPostgres>)> {
+    let mut embedded = Embedded::default();
+    let url = database(config, &mut embedded).await?;
+    let pool = crate::db::connect(&url, max)
+        .await
+        .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+    Ok((pool, embedded.postgres))
+}
+
+/// The sample court: `./playground/sample-court`, else the one beside the sources.
+fn sample_court() -> PathBuf {
+    let local = Path::new("playground/sample-court");
+    if local.is_dir() {
+        return local.canonicalize().unwrap_or_else(|_| local.to_path_buf());
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("playground/sample-court")
+}
+
+impl Application {
+    /// Builds every part and starts what `role` asks for.
+    pub async fn start(config: Config, role: Role) -> anyhow::Result<Application> {
+        let mut embedded = Embedded::default();
+        let url = database(&config, &mut embedded).await?;
+        let connections = config.workers * 2 + 10;
+        let pool = crate::db::connect(&url, connections)
+            .await
+            .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+        if config.migrate {
+            crate::db::migrate(&pool)
+                .await
+                .context("cannot apply migrations")?;
+        }
+
+        let credentials = config
+            .aws_access_key_id
+            .clone()
+            .zip(config.aws_secret_access_key.clone());
+        let storage_config = match &config.s3_endpoint {
+            Some(endpoint) => StorageConfig {
+                endpoint: Some(endpoint.to_string()),
+                bucket: config.s3_bucket.clone(),
+                region: config.s3_region.clone(),
+                credentials,
+                part_size: DEFAULT_PART_SIZE,
+            },
+            None => {
+                let root = config.home.join("s3");
+                let s3 = EmbeddedS3::start_persistent(&root, credentials)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot start the embedded S3 store under {}",
+                            root.display()
+                        )
+                    })?;
+                tracing::info!(dir = %root.display(), endpoint = s3.endpoint(), "AUTOS_S3_ENDPOINT not set: using the embedded S3-compatible store");
+                let config = StorageConfig {
+                    endpoint: Some(s3.endpoint().to_string()),
+                    bucket: config.s3_bucket.clone(),
+                    region: config.s3_region.clone(),
+                    credentials: Some((s3.access_key().to_string(), s3.secret_key().to_string())),
+                    part_size: DEFAULT_PART_SIZE,
+                };
+                embedded.s3 = Some(s3);
+                config
+            }
+        };
+        let storage = Storage::connect(&storage_config).await;
+        storage
+            .ensure_bucket()
+            .await
+            .with_context(|| format!("S3 bucket {} is not reachable", config.s3_bucket))?;
+
+        let source_url = match &config.source_url {
+            Some(url) => url.clone(),
+            None => {
+                let dir = sample_court();
+                let url = url::Url::from_directory_path(&dir).map_err(|_| {
+                    anyhow::anyhow!("sample court path {} is not absolute", dir.display())
+                })?;
+                tracing::info!(dir = %dir.display(), "AUTOS_SOURCE_URL not set: reading the sample court");
+                url.to_string()
+            }
+        };
+        let source = Source::new(SourceConfig {
+            token: config.source_token.clone(),
+            ..SourceConfig::new(source_url)
+        })
+        .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_URL: {e}"))?;
+        tracing::info!(source = %source.describe(), "court source");
+
+        let services = Services {
+            pool: pool.clone(),
+            source,
+            storage,
+            settings: JobSettings {
+                batch_size: config.batch_size as usize,
+                max_attempts: config.download_max_attempts,
+                backoff: config.download_backoff(),
+                download_timeout: config.download_timeout(),
+                max_document_bytes: config.max_document_bytes,
+                lease: Duration::from_millis(config.lease_ms),
+                presign_ttl: config.presign_ttl(),
+            },
+        };
+        let (shutdown, stop) = watch::channel(false);
+
+        let (workers, sweeper) = if role.work {
+            let queue = PgQueue::new(
+                pool.clone(),
+                QueueSettings {
+                    stale_after: Duration::from_millis(config.lease_ms),
+                },
+            );
+            let settings = WorkerSettings {
+                workers: config.workers,
+                task_types: vec![jobs::DOWNLOAD_TASK.to_string()],
+                poll_interval: Duration::from_millis(config.poll_interval_ms),
+                heartbeat: Duration::from_millis(config.lease_ms / 4),
+                shutdown_grace: Duration::from_secs(10),
+            };
+            let context: Arc<dyn std::any::Any + Send + Sync> = Arc::new(services.clone());
+            let workers = WorkerPool::start(queue, settings, context).await?;
+            let sweeper = tokio::spawn(jobs::sweeper::run(
+                services.clone(),
+                Duration::from_millis(config.sweep_interval_ms),
+                stop.clone(),
+            ));
+            tracing::info!(
+                workers = config.workers,
+                batch_size = config.batch_size,
+                "worker started"
+            );
+            (Some(workers), Some(sweeper))
+        } else {
+            (None, None)
+        };
+
+        let (addr, server) = if role.serve {
+            let listener = tokio::net::TcpListener::bind(config.bind)
+                .await
+                .with_context(|| format!("cannot listen on {} (AUTOS_BIND)", config.bind))?;
+            let addr = listener.local_addr()?;
+            let state = HttpState {
+                schema: graphql::schema(Some(services.clone())),
+                services: services.clone(),
+            };
+            let app = http::router(state);
+            let mut stop = stop.clone();
+            let server = tokio::spawn(async move {
+                let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                });
+                if let Err(err) = serving.await {
+                    tracing::error!(error = %err, "HTTP server failed");
+                }
+            });
+            let public = match &config.public_url {
+                Some(_) => config.public_url(),
+                None => format!("http://{addr}"),
+            };
+            tracing::info!(%addr, "listening: progress page {public}/ , GraphiQL {public}/graphql");
+            (Some(addr), Some(server))
+        } else {
+            (None, None)
+        };
+
+        Ok(Application {
+            addr,
+            services,
+            shutdown,
+            server,
+            sweeper,
+            workers,
+            embedded,
+        })
+    }
+
+    /// Stops serving, lets workers finish (within their grace period), then stops embedded services.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        if let Some(server) = self.server {
+            let _ = server.await;
+        }
+        if let Some(workers) = self.workers {
+            workers.shutdown().await;
+        }
+        if let Some(sweeper) = self.sweeper {
+            let _ = sweeper.await;
+        }
+        self.services.pool.close().await;
+        if let Some(s3) = self.embedded.s3 {
+            s3.shutdown();
+        }
+        if let Some(pg) = self.embedded.postgres {
+            if let Err(err) = pg.stop().await {
+                tracing::warn!(error = %format!("{err:#}"), "embedded PostgreSQL did not stop cleanly");
+            }
+        }
+    }
+}

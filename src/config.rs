@@ -1,0 +1,280 @@
+//! Every setting, from the environment (a `.env` file is read first) and `--kebab-case` flags.
+//!
+//! clap refuses malformed values at start with a message naming the variable, so nothing
+//! later has to cope with a half-valid configuration.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// autos: fetches the complete case files of Brazilian court cases into S3.
+#[derive(Debug, Parser)]
+#[command(name = "autos", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run; `all` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// API server and worker in one process (the default).
+    All,
+    /// API server only: GraphQL over HTTP and WebSocket, playground, health.
+    Serve,
+    /// Worker only: runs the task queue.
+    Work,
+    /// Applies pending migrations and exits.
+    Migrate,
+    /// Prints the GraphQL SDL.
+    Schema,
+}
+
+/// Every setting. Each field reads the environment variable named in its `env` attribute.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL connection string. Without it, a private cluster runs under `./.autos/postgres`.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Apply pending migrations at start (`serve`, `work`, `all`).
+    #[arg(long, env = "AUTOS_MIGRATE", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub migrate: bool,
+
+    /// Where embedded services keep their data when nothing else is configured.
+    #[arg(long, env = "AUTOS_HOME", default_value = ".autos", global = true)]
+    pub home: PathBuf,
+
+    /// HTTP listen address.
+    #[arg(
+        long,
+        env = "AUTOS_BIND",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub bind: SocketAddr,
+
+    /// Base URL that clients reach; `http://{AUTOS_BIND}` when unset.
+    #[arg(long, env = "AUTOS_PUBLIC_URL", global = true)]
+    pub public_url: Option<url::Url>,
+
+    /// S3 endpoint URL (path-style addressing). Without it, an S3-compatible store is served from `./.autos/s3`.
+    #[arg(long, env = "AUTOS_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<url::Url>,
+
+    /// S3 bucket; created at start if missing.
+    #[arg(long, env = "AUTOS_S3_BUCKET", default_value = "autos", global = true)]
+    pub s3_bucket: String,
+
+    /// S3 region.
+    #[arg(
+        long,
+        env = "AUTOS_S3_REGION",
+        default_value = "us-east-1",
+        global = true
+    )]
+    pub s3_region: String,
+
+    /// S3 access key id (else the AWS SDK's default chain).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", global = true, hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+
+    /// S3 secret access key (else the AWS SDK's default chain).
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub aws_secret_access_key: Option<String>,
+
+    /// The upstream court source: `http(s)://` or `file://`. Defaults to the sample court.
+    #[arg(long, env = "AUTOS_SOURCE_URL", global = true)]
+    pub source_url: Option<String>,
+
+    /// Sent as `Authorization: Bearer …` to the source.
+    #[arg(
+        long,
+        env = "AUTOS_SOURCE_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub source_token: Option<String>,
+
+    /// Concurrent queue workers in this process.
+    #[arg(long, env = "AUTOS_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
+    pub workers: u32,
+
+    /// Documents per batch task.
+    #[arg(long, env = "AUTOS_BATCH_SIZE", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000), global = true)]
+    pub batch_size: u32,
+
+    /// Attempts per document.
+    #[arg(long, env = "AUTOS_DOWNLOAD_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub download_max_attempts: u32,
+
+    /// First retry delay in milliseconds; doubles each attempt, with jitter.
+    #[arg(
+        long,
+        env = "AUTOS_DOWNLOAD_BACKOFF_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub download_backoff_ms: u64,
+
+    /// Per-document transfer timeout in seconds.
+    #[arg(long, env = "AUTOS_DOWNLOAD_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub download_timeout_secs: u64,
+
+    /// Larger documents fail with a clear error.
+    #[arg(long, env = "AUTOS_MAX_DOCUMENT_BYTES", default_value_t = 2_147_483_648, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_document_bytes: u64,
+
+    /// Lifetime of document download URLs, in seconds (S3 allows at most 7 days).
+    #[arg(long, env = "AUTOS_PRESIGN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=604_800), global = true)]
+    pub presign_ttl_secs: u64,
+
+    /// `whsec_…` webhook signing secret; generated and stored at first start when unset.
+    #[arg(
+        long,
+        env = "AUTOS_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub webhook_secret: Option<String>,
+
+    /// Webhook delivery attempts.
+    #[arg(long, env = "AUTOS_WEBHOOK_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub webhook_max_attempts: u32,
+
+    /// First webhook retry delay in milliseconds; grows exponentially.
+    #[arg(
+        long,
+        env = "AUTOS_WEBHOOK_BACKOFF_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub webhook_backoff_ms: u64,
+
+    /// Per-attempt webhook timeout in milliseconds.
+    #[arg(
+        long,
+        env = "AUTOS_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub webhook_timeout_ms: u64,
+
+    /// Allow webhook targets on private, loopback and link-local addresses.
+    #[arg(long, env = "AUTOS_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub webhook_allow_private: bool,
+
+    /// Comma-separated webhook host allowlist; `*.example.com` wildcards. Empty: any public host.
+    #[arg(
+        long,
+        env = "AUTOS_WEBHOOK_ALLOWED_HOSTS",
+        default_value = "",
+        global = true
+    )]
+    pub webhook_allowed_hosts: String,
+
+    /// How long a worker's claim on a document (and a running task's row) lasts without a
+    /// heartbeat, in milliseconds; after that the work is taken again by another worker.
+    #[arg(long, env = "AUTOS_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1000..), global = true)]
+    pub lease_ms: u64,
+
+    /// How often each worker process looks for lost work (expired claims, orphaned documents), in milliseconds.
+    #[arg(long, env = "AUTOS_SWEEP_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..), global = true)]
+    pub sweep_interval_ms: u64,
+
+    /// Longest idle wait of a worker between two looks at the queue, in milliseconds
+    /// (enqueues wake workers at once through NOTIFY; this is the fallback).
+    #[arg(long, env = "AUTOS_POLL_INTERVAL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..), global = true)]
+    pub poll_interval_ms: u64,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "AUTOS_LOG", default_value = "info", global = true)]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "AUTOS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+}
+
+impl Config {
+    /// Settings with every default, as a fresh machine would have them (for tests and tools).
+    pub fn defaults() -> Self {
+        Cli::parse_from(["autos"]).config
+    }
+
+    /// The base URL clients reach.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.bind),
+        }
+    }
+
+    /// First retry delay for document transfers.
+    pub fn download_backoff(&self) -> Duration {
+        Duration::from_millis(self.download_backoff_ms)
+    }
+
+    /// Per-document transfer timeout.
+    pub fn download_timeout(&self) -> Duration {
+        Duration::from_secs(self.download_timeout_secs)
+    }
+
+    /// Lifetime of presigned download URLs.
+    pub fn presign_ttl(&self) -> Duration {
+        Duration::from_secs(self.presign_ttl_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_defaults() {
+        let cli = Cli::try_parse_from(["autos"]).unwrap();
+        assert_eq!(cli.command, None);
+        let c = cli.config;
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url(), "http://127.0.0.1:8080");
+        assert_eq!(c.s3_bucket, "autos");
+        assert_eq!(c.s3_region, "us-east-1");
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.batch_size, 5);
+        assert_eq!(c.download_max_attempts, 3);
+        assert_eq!(c.download_backoff_ms, 1000);
+        assert_eq!(c.download_timeout_secs, 300);
+        assert_eq!(c.max_document_bytes, 2_147_483_648);
+        assert_eq!(c.presign_ttl_secs, 3600);
+        assert_eq!(c.webhook_max_attempts, 3);
+        assert!(!c.webhook_allow_private);
+        assert!(c.migrate);
+    }
+
+    #[test]
+    fn malformed_values_name_the_setting() {
+        let err = Cli::try_parse_from(["autos", "--workers", "many"]).unwrap_err();
+        assert!(err.to_string().contains("--workers"), "{err}");
+        let err = Cli::try_parse_from(["autos", "--bind", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("--bind"), "{err}");
+        let err = Cli::try_parse_from(["autos", "--migrate", "maybe"]).unwrap_err();
+        assert!(err.to_string().contains("--migrate"), "{err}");
+    }
+
+    #[test]
+    fn subcommands_take_flags_anywhere() {
+        let cli = Cli::try_parse_from(["autos", "work", "--workers", "8"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Work));
+        assert_eq!(cli.config.workers, 8);
+    }
+}

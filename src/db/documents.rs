@@ -1,0 +1,375 @@
+//! Documents: lookups for the API, and the transitions a worker makes.
+//!
+//! Every transition is one transaction: a compare-and-set on the document (its status, and
+//! while it is PROCESSING the claim token of the worker that holds it), the matching change to
+//! its job's counts, and — when that was the job's last open document — the job's move to its
+//! terminal status. The job row is locked by the count update, so "is this the last one?" has
+//! exactly one `yes`.
+
+use super::jobs::{self, JobRow};
+use super::DbError;
+use crate::domain::status::DocumentStatus;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A document row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DocumentRow {
+    /// Row id.
+    pub id: Uuid,
+    /// Its process.
+    pub process_id: Uuid,
+    /// Id at the source.
+    pub source_id: String,
+    /// Order in the source's list.
+    pub position: i32,
+    /// Whether the source still lists it.
+    pub listed: bool,
+    /// Original file name.
+    pub name: String,
+    /// Kind.
+    pub kind: Option<String>,
+    /// Announced MIME type.
+    pub mime_type: Option<String>,
+    /// Source URL.
+    pub url: String,
+    /// Announced size.
+    pub size: Option<i64>,
+    /// Announced SHA-256.
+    pub sha256: Option<String>,
+    /// Status (see [`DocumentStatus`]).
+    pub status: String,
+    /// Job now responsible for it.
+    pub job_id: Option<Uuid>,
+    /// Attempts made in the current job.
+    pub attempts: i32,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// When the next attempt is due (PENDING).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Queue task that will transfer it (PENDING).
+    pub task_id: Option<Uuid>,
+    /// Deadline of the worker holding it (PROCESSING).
+    pub lease_until: Option<DateTime<Utc>>,
+    /// Token of the worker holding it (PROCESSING).
+    pub claim_token: Option<Uuid>,
+    /// S3 key of the stored copy.
+    pub storage_key: Option<String>,
+    /// SHA-256 of the stored copy.
+    pub stored_sha256: Option<String>,
+    /// Size of the stored copy.
+    pub stored_size: Option<i64>,
+    /// Content-Type of the stored copy.
+    pub stored_content_type: Option<String>,
+    /// When it was stored.
+    pub stored_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl DocumentRow {
+    /// The parsed status.
+    pub fn status(&self) -> Result<DocumentStatus, DbError> {
+        DocumentStatus::from_db(&self.status)
+            .ok_or_else(|| DbError::Corrupt(format!("document status {}", self.status)))
+    }
+}
+
+/// Documents by id, in any order.
+pub async fn find_by_ids(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<DocumentRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM documents WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// The documents the source currently lists for each process, in source order.
+pub async fn listed_by_processes(
+    db: impl PgExecutor<'_>,
+    process_ids: &[Uuid],
+) -> Result<Vec<DocumentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM documents WHERE process_id = ANY($1) AND listed
+         ORDER BY process_id, position",
+    )
+    .bind(process_ids)
+    .fetch_all(db)
+    .await
+}
+
+/// The documents each job covered, in the job's order, with the job id alongside.
+pub async fn by_jobs(
+    db: impl PgExecutor<'_>,
+    job_ids: &[Uuid],
+) -> Result<Vec<(Uuid, DocumentRow)>, sqlx::Error> {
+    let rows: Vec<JobDocument> = sqlx::query_as(
+        "SELECT jd.job_id AS covering_job_id, d.*
+         FROM job_documents jd JOIN documents d ON d.id = jd.document_id
+         WHERE jd.job_id = ANY($1)
+         ORDER BY jd.job_id, jd.position",
+    )
+    .bind(job_ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.covering_job_id, r.document))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct JobDocument {
+    covering_job_id: Uuid,
+    #[sqlx(flatten)]
+    document: DocumentRow,
+}
+
+/// A document a worker holds.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The document, as it was when claimed.
+    pub document: DocumentRow,
+    /// The process number it belongs to.
+    pub process_number: String,
+    /// Proof of ownership for heartbeats and the final transition.
+    pub token: Uuid,
+}
+
+/// Takes a PENDING, due document of an active job for this worker (PENDING → PROCESSING),
+/// counting an attempt; moves a QUEUED job to RUNNING. `None` if it is not there to take.
+pub async fn claim(
+    pool: &PgPool,
+    document_id: Uuid,
+    job_id: Uuid,
+    lease: Duration,
+) -> Result<Option<Claim>, DbError> {
+    DocumentStatus::Pending.check(DocumentStatus::Processing)?;
+    let mut tx = pool.begin().await?;
+    let token = Uuid::new_v4();
+    let claimed: Option<DocumentRow> = sqlx::query_as(
+        "UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
+                claim_token = $3, lease_until = now() + make_interval(secs => $4),
+                updated_at = now()
+         WHERE id = $1 AND job_id = $2 AND status = 'PENDING'
+           AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+           AND EXISTS (SELECT 1 FROM download_jobs j
+                       WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
+         RETURNING *",
+    )
+    .bind(document_id)
+    .bind(job_id)
+    .bind(token)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(document) = claimed else {
+        return Ok(None);
+    };
+    jobs::shift_counts(
+        &mut tx,
+        job_id,
+        DocumentStatus::Pending,
+        DocumentStatus::Processing,
+    )
+    .await?;
+    jobs::mark_running(&mut tx, job_id).await?;
+    let (process_number,): (String,) = sqlx::query_as("SELECT number FROM processes WHERE id = $1")
+        .bind(document.process_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Claim {
+        document,
+        process_number,
+        token,
+    }))
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Still ours, and the job still wants it.
+    Renewed,
+    /// Still ours, but its job was cancelled: stop and release it.
+    JobCancelled,
+    /// No longer ours (the lease ran out and someone else took it): stop, touch nothing.
+    Lost,
+}
+
+/// Extends the lease of a claimed document.
+pub async fn heartbeat(
+    pool: &PgPool,
+    claim: &Claim,
+    lease: Duration,
+) -> Result<Heartbeat, DbError> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "UPDATE documents SET lease_until = now() + make_interval(secs => $3)
+         WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'
+         RETURNING (SELECT status FROM download_jobs j WHERE j.id = documents.job_id)",
+    )
+    .bind(claim.document.id)
+    .bind(claim.token)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        None => Heartbeat::Lost,
+        Some((Some(status),)) if status == "QUEUED" || status == "RUNNING" => Heartbeat::Renewed,
+        Some(_) => Heartbeat::JobCancelled,
+    })
+}
+
+/// How a claimed document ends its attempt.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Stored in S3.
+    Stored {
+        /// Object key.
+        key: String,
+        /// SHA-256 of what was stored.
+        sha256: String,
+        /// Bytes stored.
+        size: i64,
+        /// Content-Type stored.
+        content_type: String,
+    },
+    /// This attempt failed; another is due at `at`, by the queue task `task_id`.
+    RetryAt {
+        /// What went wrong.
+        error: String,
+        /// When the next attempt is due.
+        at: DateTime<Utc>,
+        /// The task enqueued for it (in the same transaction).
+        task_id: Uuid,
+    },
+    /// Failed for good.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+    /// Put back untouched (its job was cancelled, or the worker is stopping): the attempt is not counted.
+    Released,
+}
+
+/// Ends a claim with `outcome`, inside the caller's transaction. Returns the job as it is
+/// afterwards, or `None` if the claim was no longer valid (nothing was changed).
+pub async fn settle(
+    conn: &mut PgConnection,
+    document_id: Uuid,
+    token: Uuid,
+    outcome: &Outcome,
+) -> Result<Option<JobRow>, DbError> {
+    let to = match outcome {
+        Outcome::Stored { .. } => DocumentStatus::Available,
+        Outcome::Failed { .. } => DocumentStatus::Failed,
+        Outcome::RetryAt { .. } | Outcome::Released => DocumentStatus::Pending,
+    };
+    DocumentStatus::Processing.check(to)?;
+    let base = sqlx::query_scalar::<_, Option<Uuid>>(match outcome {
+        Outcome::Stored { .. } => {
+            "UPDATE documents SET status = 'AVAILABLE', lease_until = NULL, claim_token = NULL,
+                    last_error = NULL, storage_key = $3, stored_sha256 = $4, stored_size = $5,
+                    stored_content_type = $6, stored_at = now(), updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+        }
+        Outcome::RetryAt { .. } => {
+            "UPDATE documents SET status = 'PENDING', lease_until = NULL, claim_token = NULL,
+                    last_error = $3, next_attempt_at = $4, task_id = $5, updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+        }
+        Outcome::Failed { .. } => {
+            "UPDATE documents SET status = 'FAILED', lease_until = NULL, claim_token = NULL,
+                    last_error = $3, updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+        }
+        Outcome::Released => {
+            "UPDATE documents SET status = 'PENDING', lease_until = NULL, claim_token = NULL,
+                    attempts = greatest(attempts - 1, 0), next_attempt_at = now(),
+                    updated_at = now()
+             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+        }
+    })
+    .bind(document_id)
+    .bind(token);
+    let query = match outcome {
+        Outcome::Stored {
+            key,
+            sha256,
+            size,
+            content_type,
+        } => base.bind(key).bind(sha256).bind(size).bind(content_type),
+        Outcome::RetryAt { error, at, task_id } => base.bind(error).bind(at).bind(task_id),
+        Outcome::Failed { error } => base.bind(error),
+        Outcome::Released => base,
+    };
+    let Some(job_id) = query.fetch_optional(&mut *conn).await? else {
+        tracing::warn!(%document_id, "claim no longer valid; the document was not changed");
+        return Ok(None);
+    };
+    let Some(job_id) = job_id else {
+        return Ok(None);
+    };
+    jobs::shift_counts(conn, job_id, DocumentStatus::Processing, to).await?;
+    Ok(Some(jobs::finish_if_settled(conn, job_id).await?))
+}
+
+/// Documents whose worker stopped renewing its lease: `(id, claim token)`.
+pub async fn expired_claims(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, claim_token FROM documents
+         WHERE status = 'PROCESSING' AND lease_until < now() AND claim_token IS NOT NULL
+         ORDER BY lease_until LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// PENDING documents of active jobs that no live queue task will pick up: `(job id, document id)`.
+pub async fn orphans(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.job_id, d.id FROM documents d
+         JOIN download_jobs j ON j.id = d.job_id
+         WHERE d.status = 'PENDING' AND j.status IN ('QUEUED', 'RUNNING')
+           AND NOT EXISTS (SELECT 1 FROM fang_tasks t WHERE t.id = d.task_id
+                           AND t.state IN ('new', 'retried', 'in_progress'))
+         ORDER BY d.job_id, d.position LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records the queue task that will transfer these PENDING documents.
+pub async fn assign_task(
+    conn: &mut PgConnection,
+    document_ids: &[Uuid],
+    task_id: Uuid,
+    due: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE documents SET task_id = $2, next_attempt_at = $3, updated_at = now()
+         WHERE id = ANY($1) AND status = 'PENDING'",
+    )
+    .bind(document_ids)
+    .bind(task_id)
+    .bind(due)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Claimed attempts of a document (for the attempt budget when a lease expired).
+pub async fn attempts(db: impl PgExecutor<'_>, document_id: Uuid) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT attempts FROM documents WHERE id = $1")
+        .bind(document_id)
+        .fetch_one(db)
+        .await
+}

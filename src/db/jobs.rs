@@ -1,0 +1,385 @@
+//! Download jobs: creation, counts, terminal transitions, pagination.
+
+use super::DbError;
+use crate::domain::status::{DocumentStatus, JobStatus};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A job row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    /// Row id.
+    pub id: Uuid,
+    /// Its process.
+    pub process_id: Uuid,
+    /// Status (see [`JobStatus`]).
+    pub status: String,
+    /// Created by `force: true`.
+    pub forced: bool,
+    /// Documents covered.
+    pub total: i32,
+    /// Of which PENDING.
+    pub pending: i32,
+    /// Of which PROCESSING.
+    pub processing: i32,
+    /// Of which AVAILABLE.
+    pub available: i32,
+    /// Of which FAILED.
+    pub failed: i32,
+    /// Where to report the outcome.
+    pub webhook_url: Option<String>,
+    /// Why the job failed.
+    pub error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// First document picked up.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Became terminal.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Document counts by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobCounts {
+    /// PENDING.
+    pub pending: i32,
+    /// PROCESSING.
+    pub processing: i32,
+    /// AVAILABLE.
+    pub available: i32,
+    /// FAILED.
+    pub failed: i32,
+}
+
+impl JobRow {
+    /// The parsed status.
+    pub fn status(&self) -> Result<JobStatus, DbError> {
+        JobStatus::from_db(&self.status)
+            .ok_or_else(|| DbError::Corrupt(format!("job status {}", self.status)))
+    }
+
+    /// Counts by document status.
+    pub fn counts(&self) -> JobCounts {
+        JobCounts {
+            pending: self.pending,
+            processing: self.processing,
+            available: self.available,
+            failed: self.failed,
+        }
+    }
+
+    /// `progress` as the contract defines it.
+    pub fn progress(&self) -> i32 {
+        let status = self.status().unwrap_or(JobStatus::Running);
+        crate::domain::status::progress(
+            status,
+            self.total.into(),
+            self.available.into(),
+            self.failed.into(),
+        )
+    }
+}
+
+fn column(status: DocumentStatus) -> &'static str {
+    match status {
+        DocumentStatus::Pending => "pending",
+        DocumentStatus::Processing => "processing",
+        DocumentStatus::Available => "available",
+        DocumentStatus::Failed => "failed",
+    }
+}
+
+/// A job by id.
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Jobs by id, in any order.
+pub async fn find_by_ids(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM download_jobs WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// The newest job of each process.
+pub async fn latest_by_processes(
+    db: impl PgExecutor<'_>,
+    process_ids: &[Uuid],
+) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT DISTINCT ON (process_id) * FROM download_jobs WHERE process_id = ANY($1)
+         ORDER BY process_id, created_at DESC, id DESC",
+    )
+    .bind(process_ids)
+    .fetch_all(db)
+    .await
+}
+
+/// The newest job of a process, locked with it when the caller holds a transaction.
+pub async fn latest_for_process(
+    db: impl PgExecutor<'_>,
+    process_id: Uuid,
+) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM download_jobs WHERE process_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(process_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Creates a job covering every listed document of the process.
+///
+/// Documents already stored with the same content are counted AVAILABLE and not sent again
+/// (without an announced SHA-256, only a forced job re-transfers them); a document still being
+/// transferred for an earlier, cancelled job is taken over as it is; every other document
+/// becomes PENDING with a fresh attempt budget. Returns the job and the PENDING documents, in
+/// order, for the caller to enqueue in the same transaction. A job with nothing to transfer
+/// completes at once.
+pub async fn create(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+    forced: bool,
+    webhook_url: Option<&str>,
+) -> Result<(JobRow, Vec<Uuid>), DbError> {
+    let documents: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT id, status,
+                status = 'AVAILABLE' AND stored_sha256 IS NOT NULL AND
+                (sha256 = stored_sha256 OR (sha256 IS NULL AND NOT $2)) AS unchanged
+         FROM documents WHERE process_id = $1 AND listed ORDER BY position FOR UPDATE",
+    )
+    .bind(process_id)
+    .bind(forced)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut counts = JobCounts::default();
+    let mut to_transfer = Vec::new();
+    for (id, status, unchanged) in &documents {
+        match DocumentStatus::from_db(status) {
+            Some(DocumentStatus::Available) if *unchanged => counts.available += 1,
+            Some(DocumentStatus::Processing) => counts.processing += 1,
+            Some(current) => {
+                if current != DocumentStatus::Pending {
+                    current.check(DocumentStatus::Pending)?;
+                }
+                counts.pending += 1;
+                to_transfer.push(*id);
+            }
+            None => return Err(DbError::Corrupt(format!("document status {status}"))),
+        }
+    }
+
+    let settled = counts.pending == 0 && counts.processing == 0;
+    let status = if settled {
+        JobStatus::settled(counts.available.into(), 0)
+    } else {
+        JobStatus::Queued
+    };
+    let job: JobRow = sqlx::query_as(
+        "INSERT INTO download_jobs (process_id, status, forced, total, pending, processing,
+                                    available, webhook_url, completed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN now() END)
+         RETURNING *",
+    )
+    .bind(process_id)
+    .bind(status.as_str())
+    .bind(forced)
+    .bind(documents.len() as i32)
+    .bind(counts.pending)
+    .bind(counts.processing)
+    .bind(counts.available)
+    .bind(webhook_url)
+    .bind(settled)
+    .fetch_one(&mut *conn)
+    .await?;
+
+    let all: Vec<Uuid> = documents.iter().map(|d| d.0).collect();
+    sqlx::query(
+        "INSERT INTO job_documents (job_id, document_id, position)
+         SELECT $1, id, ord::int - 1 FROM UNNEST($2::uuid[]) WITH ORDINALITY AS t(id, ord)",
+    )
+    .bind(job.id)
+    .bind(&all)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE documents SET job_id = $1, updated_at = now() WHERE id = ANY($2)")
+        .bind(job.id)
+        .bind(&all)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE documents SET status = 'PENDING', attempts = 0, last_error = NULL,
+                next_attempt_at = now(), task_id = NULL, updated_at = now()
+         WHERE id = ANY($1)",
+    )
+    .bind(&to_transfer)
+    .execute(&mut *conn)
+    .await?;
+    Ok((job, to_transfer))
+}
+
+/// Moves one document's count from `from` to `to` on its job, locking the job row.
+pub async fn shift_counts(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    from: DocumentStatus,
+    to: DocumentStatus,
+) -> Result<(), sqlx::Error> {
+    if from == to {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE download_jobs SET {from} = {from} - 1, {to} = {to} + 1, updated_at = now() WHERE id = $1",
+        from = column(from),
+        to = column(to),
+    );
+    sqlx::query(&sql).bind(job_id).execute(conn).await?;
+    Ok(())
+}
+
+/// QUEUED → RUNNING, once.
+pub async fn mark_running(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE download_jobs SET status = 'RUNNING', started_at = coalesce(started_at, now()),
+                updated_at = now()
+         WHERE id = $1 AND status = 'QUEUED'",
+    )
+    .bind(job_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Makes an active job terminal if none of its documents is open any more; returns the job.
+/// The compare-and-set on the active statuses makes this happen exactly once.
+pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<JobRow, DbError> {
+    let job: JobRow = sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1 FOR UPDATE")
+        .bind(job_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let status = job.status()?;
+    if status.is_terminal() || job.pending > 0 || job.processing > 0 {
+        return Ok(job);
+    }
+    let to = JobStatus::settled(job.available.into(), job.failed.into());
+    status.check(to)?;
+    let error = (to == JobStatus::Failed).then(|| {
+        format!(
+            "no document could be stored: all {} failed (see each document's lastError)",
+            job.failed
+        )
+    });
+    let finished: JobRow = sqlx::query_as(
+        "UPDATE download_jobs SET status = $2, error = $3, completed_at = now(), updated_at = now()
+         WHERE id = $1 AND status IN ('QUEUED', 'RUNNING') RETURNING *",
+    )
+    .bind(job_id)
+    .bind(to.as_str())
+    .bind(error)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(finished)
+}
+
+/// Cancels an active job; `None` if it was not active. Queue tasks that have not started are
+/// dropped; a transfer under way notices at its next heartbeat.
+pub async fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    let job: Option<JobRow> = sqlx::query_as(
+        "UPDATE download_jobs SET status = 'CANCELLED', completed_at = now(), updated_at = now()
+         WHERE id = $1 AND status IN ('QUEUED', 'RUNNING') RETURNING *",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if job.is_some() {
+        sqlx::query(
+            "DELETE FROM fang_tasks WHERE state IN ('new', 'retried') AND id IN
+                (SELECT task_id FROM documents WHERE job_id = $1 AND status = 'PENDING')",
+        )
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(job)
+}
+
+/// Re-opens a job that ended with failures: FAILED documents become PENDING with a fresh
+/// attempt budget and the job RUNNING again. Returns the job and the re-queued documents.
+pub async fn reopen_failed(
+    conn: &mut PgConnection,
+    job: &JobRow,
+) -> Result<(JobRow, Vec<Uuid>), DbError> {
+    job.status()?.check(JobStatus::Running)?;
+    DocumentStatus::Failed.check(DocumentStatus::Pending)?;
+    let ids: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE documents SET status = 'PENDING', attempts = 0, last_error = NULL,
+                next_attempt_at = now(), task_id = NULL, updated_at = now()
+         WHERE job_id = $1 AND status = 'FAILED' RETURNING id",
+    )
+    .bind(job.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let reopened: JobRow = sqlx::query_as(
+        "UPDATE download_jobs SET status = 'RUNNING', failed = failed - $2, pending = pending + $2,
+                error = NULL, completed_at = NULL, updated_at = now()
+         WHERE id = $1 AND status = $3 RETURNING *",
+    )
+    .bind(job.id)
+    .bind(ids.len() as i32)
+    .bind(&job.status)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((reopened, ids))
+}
+
+/// Active jobs with no open document left (a safety net: normally the last transition ends them).
+pub async fn settled_but_active(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM download_jobs
+         WHERE status IN ('QUEUED', 'RUNNING') AND pending = 0 AND processing = 0",
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Filters and cursor for [`page`].
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this process.
+    pub process_number: Option<String>,
+    /// Strictly after this position (newest first).
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// Page size.
+    pub first: i64,
+}
+
+/// A page of jobs, newest first, with one extra row fetched to tell whether more follow.
+pub async fn page(db: impl PgExecutor<'_>, q: &PageQuery) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT j.* FROM download_jobs j
+         WHERE ($1::text IS NULL OR j.status = $1)
+           AND ($2::text IS NULL OR j.process_id = (SELECT id FROM processes WHERE number = $2))
+           AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4))
+         ORDER BY j.created_at DESC, j.id DESC LIMIT $5",
+    )
+    .bind(q.status.map(JobStatus::as_str))
+    .bind(q.process_number.as_deref())
+    .bind(q.after.map(|a| a.0))
+    .bind(q.after.map(|a| a.1))
+    .bind(q.first + 1)
+    .fetch_all(db)
+    .await
+}

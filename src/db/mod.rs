@@ -1,0 +1,65 @@
+//! The database layer: every SQL statement autos runs, on one sqlx pool.
+//!
+//! Status changes are compare-and-set (`UPDATE … WHERE status = $from`), checked first against
+//! the state machine in [`crate::domain::status`], so two workers can never both move the same
+//! document and no caller can write a transition the state machine forbids.
+
+pub mod documents;
+pub mod jobs;
+pub mod processes;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use documents::DocumentRow;
+pub use jobs::{JobCounts, JobRow};
+pub use processes::ProcessRow;
+
+/// Migrations embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database failed or refused a statement.
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// A status change the state machine forbids was asked for and refused.
+    #[error(transparent)]
+    Transition(#[from] crate::domain::status::InvalidTransition),
+    /// A row holds a value the code does not know (e.g. a status written by a newer version).
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+}
+
+/// Opens a pool. `max` is the number of connections this process may hold.
+pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("autos");
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Whether the database answers.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// True when `err` is a unique violation of the named constraint or index.
+pub fn is_unique_violation(err: &sqlx::Error, constraint: &str) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation() && db.constraint() == Some(constraint)
+        }
+        _ => false,
+    }
+}

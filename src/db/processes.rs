@@ -1,0 +1,135 @@
+//! Processes and the document lists read from the source.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A process row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProcessRow {
+    /// Row id.
+    pub id: Uuid,
+    /// Formatted CNJ number.
+    pub number: String,
+    /// Court, as the source names it.
+    pub court: Option<String>,
+    /// Procedural class.
+    pub class: Option<String>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Last time the source was read.
+    pub looked_up_at: DateTime<Utc>,
+    /// First seen.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A document as the source lists it, ready to store.
+#[derive(Debug, Clone)]
+pub struct ListedDocument<'a> {
+    /// Source document id.
+    pub source_id: &'a str,
+    /// Original file name.
+    pub name: &'a str,
+    /// Kind (e.g. "Petição Inicial").
+    pub kind: Option<&'a str>,
+    /// MIME type.
+    pub mime_type: Option<&'a str>,
+    /// Download URL, as listed.
+    pub url: &'a str,
+    /// Announced size.
+    pub size: Option<i64>,
+    /// Announced SHA-256 (lowercase hex).
+    pub sha256: Option<&'a str>,
+}
+
+/// The process with this number, if known.
+pub async fn find_by_number(
+    db: impl PgExecutor<'_>,
+    number: &str,
+) -> Result<Option<ProcessRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM processes WHERE number = $1")
+        .bind(number)
+        .fetch_optional(db)
+        .await
+}
+
+/// Processes by id, in any order.
+pub async fn find_by_ids(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<ProcessRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM processes WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// Inserts or refreshes a process and its document list, in one transaction of the caller's.
+///
+/// The process row stays locked until the caller's transaction ends, which serializes
+/// everything that creates jobs for one process. Documents the source no longer lists are
+/// kept, marked `listed = false`.
+#[allow(clippy::too_many_arguments)]
+pub async fn upsert_listing(
+    conn: &mut PgConnection,
+    number: &str,
+    court: Option<&str>,
+    class: Option<&str>,
+    subject: Option<&str>,
+    documents: &[ListedDocument<'_>],
+) -> Result<ProcessRow, sqlx::Error> {
+    let process: ProcessRow = sqlx::query_as(
+        "INSERT INTO processes (number, court, class, subject)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (number) DO UPDATE
+            SET court = EXCLUDED.court, class = EXCLUDED.class, subject = EXCLUDED.subject,
+                looked_up_at = now(), updated_at = now()
+         RETURNING *",
+    )
+    .bind(number)
+    .bind(court)
+    .bind(class)
+    .bind(subject)
+    .fetch_one(&mut *conn)
+    .await?;
+
+    let ids: Vec<&str> = documents.iter().map(|d| d.source_id).collect();
+    let positions: Vec<i32> = (0..documents.len() as i32).collect();
+    let names: Vec<&str> = documents.iter().map(|d| d.name).collect();
+    let kinds: Vec<Option<&str>> = documents.iter().map(|d| d.kind).collect();
+    let mimes: Vec<Option<&str>> = documents.iter().map(|d| d.mime_type).collect();
+    let urls: Vec<&str> = documents.iter().map(|d| d.url).collect();
+    let sizes: Vec<Option<i64>> = documents.iter().map(|d| d.size).collect();
+    let shas: Vec<Option<&str>> = documents.iter().map(|d| d.sha256).collect();
+    sqlx::query(
+        "INSERT INTO documents (process_id, source_id, position, name, kind, mime_type, url, size, sha256)
+         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::bigint[], $9::text[])
+         ON CONFLICT (process_id, source_id) DO UPDATE
+            SET position = EXCLUDED.position, name = EXCLUDED.name, kind = EXCLUDED.kind,
+                mime_type = EXCLUDED.mime_type, url = EXCLUDED.url, size = EXCLUDED.size,
+                sha256 = EXCLUDED.sha256, listed = true, updated_at = now()",
+    )
+    .bind(process.id)
+    .bind(&ids)
+    .bind(&positions)
+    .bind(&names)
+    .bind(&kinds)
+    .bind(&mimes)
+    .bind(&urls)
+    .bind(&sizes)
+    .bind(&shas)
+    .execute(&mut *conn)
+    .await?;
+
+    sqlx::query(
+        "UPDATE documents SET listed = false, updated_at = now()
+         WHERE process_id = $1 AND listed AND NOT (source_id = ANY($2))",
+    )
+    .bind(process.id)
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await?;
+
+    Ok(process)
+}

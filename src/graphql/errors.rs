@@ -1,0 +1,60 @@
+//! One mapping from errors to GraphQL errors with a stable `extensions.code`.
+
+use crate::jobs::JobError;
+use async_graphql::{Error, ErrorExtensions};
+use std::sync::Arc;
+
+/// Stable error codes (contract §5).
+pub mod code {
+    /// Not a valid CNJ number.
+    pub const INVALID_PROCESS_NUMBER: &str = "INVALID_PROCESS_NUMBER";
+    /// The source does not know the process.
+    pub const PROCESS_NOT_FOUND: &str = "PROCESS_NOT_FOUND";
+    /// No such job.
+    pub const JOB_NOT_FOUND: &str = "JOB_NOT_FOUND";
+    /// Webhook URL refused.
+    pub const INVALID_WEBHOOK_URL: &str = "INVALID_WEBHOOK_URL";
+    /// The source failed.
+    pub const SOURCE_UNAVAILABLE: &str = "SOURCE_UNAVAILABLE";
+    /// Not allowed in the current state.
+    pub const INVALID_STATE: &str = "INVALID_STATE";
+    /// Malformed request.
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// Anything else.
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// A client error with a code.
+pub fn client_error(code: &'static str, message: impl Into<String>) -> Error {
+    Error::new(message).extend_with(|_, ext| ext.set("code", code))
+}
+
+/// An internal error: logged with its details, shown without them.
+pub fn internal(err: anyhow::Error) -> Error {
+    tracing::error!(error = %format!("{err:#}"), "internal error");
+    client_error(code::INTERNAL, "internal error")
+}
+
+/// A loader's database error.
+pub fn load_error(err: Arc<sqlx::Error>) -> Error {
+    internal(anyhow::anyhow!("loader: {err}"))
+}
+
+/// A jobs error as a GraphQL error with its code.
+pub fn job_error(err: JobError) -> Error {
+    {
+        let code = match &err {
+            JobError::InvalidNumber(_) => code::INVALID_PROCESS_NUMBER,
+            JobError::ProcessNotFound(_) => code::PROCESS_NOT_FOUND,
+            JobError::JobNotFound(_) => code::JOB_NOT_FOUND,
+            JobError::InvalidWebhookUrl(_) => code::INVALID_WEBHOOK_URL,
+            JobError::SourceUnavailable(_) => code::SOURCE_UNAVAILABLE,
+            JobError::InvalidState(_) => code::INVALID_STATE,
+            JobError::Internal(_) => code::INTERNAL,
+        };
+        match err {
+            JobError::Internal(inner) => internal(inner),
+            other => client_error(code, other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! DataLoaders: every list or nested field is answered by one batched statement per request,
+//! however many parents ask for it.
+
+use crate::db::{self, DocumentRow, JobRow, ProcessRow};
+use async_graphql::dataloader::{DataLoader, Loader};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Loader error: the database failed (shown to clients as INTERNAL).
+pub type LoadError = Arc<sqlx::Error>;
+
+macro_rules! loader {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(pub PgPool);
+    };
+}
+
+loader!(
+    /// Processes by id.
+    ProcessById
+);
+loader!(
+    /// Jobs by id.
+    JobById
+);
+loader!(
+    /// The newest job of each process, by process id.
+    LatestJobByProcess
+);
+loader!(
+    /// Listed documents of each process, by process id.
+    DocumentsByProcess
+);
+loader!(
+    /// Documents each job covered, by job id.
+    DocumentsByJob
+);
+loader!(
+    /// Documents by id.
+    DocumentById
+);
+
+impl Loader<Uuid> for ProcessById {
+    type Value = ProcessRow;
+    type Error = LoadError;
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, ProcessRow>, LoadError> {
+        let rows = db::processes::find_by_ids(&self.0, keys).await?;
+        Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+    }
+}
+
+impl Loader<Uuid> for JobById {
+    type Value = JobRow;
+    type Error = LoadError;
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, JobRow>, LoadError> {
+        let rows = db::jobs::find_by_ids(&self.0, keys).await?;
+        Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+    }
+}
+
+impl Loader<Uuid> for LatestJobByProcess {
+    type Value = JobRow;
+    type Error = LoadError;
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, JobRow>, LoadError> {
+        let rows = db::jobs::latest_by_processes(&self.0, keys).await?;
+        Ok(rows.into_iter().map(|r| (r.process_id, r)).collect())
+    }
+}
+
+impl Loader<Uuid> for DocumentsByProcess {
+    type Value = Vec<DocumentRow>;
+    type Error = LoadError;
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<DocumentRow>>, LoadError> {
+        let mut grouped: HashMap<Uuid, Vec<DocumentRow>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in db::documents::listed_by_processes(&self.0, keys).await? {
+            grouped.entry(row.process_id).or_default().push(row);
+        }
+        Ok(grouped)
+    }
+}
+
+impl Loader<Uuid> for DocumentsByJob {
+    type Value = Vec<DocumentRow>;
+    type Error = LoadError;
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<DocumentRow>>, LoadError> {
+        let mut grouped: HashMap<Uuid, Vec<DocumentRow>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for (job_id, row) in db::documents::by_jobs(&self.0, keys).await? {
+            grouped.entry(job_id).or_default().push(row);
+        }
+        Ok(grouped)
+    }
+}
+
+impl Loader<Uuid> for DocumentById {
+    type Value = DocumentRow;
+    type Error = LoadError;
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, DocumentRow>, LoadError> {
+        let rows = db::documents::find_by_ids(&self.0, keys).await?;
+        Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+    }
+}
+
+/// The loaders of one request.
+pub struct Loaders {
+    /// Processes by id.
+    pub process: DataLoader<ProcessById>,
+    /// Jobs by id.
+    pub job: DataLoader<JobById>,
+    /// Latest job by process id.
+    pub latest_job: DataLoader<LatestJobByProcess>,
+    /// Listed documents by process id.
+    pub process_documents: DataLoader<DocumentsByProcess>,
+    /// Covered documents by job id.
+    pub job_documents: DataLoader<DocumentsByJob>,
+    /// Documents by id.
+    pub document: DataLoader<DocumentById>,
+}
+
+impl Loaders {
+    /// Fresh loaders (their caches live as long as one request).
+    pub fn new(pool: &PgPool) -> Self {
+        fn make<T: Send + Sync + 'static>(loader: T) -> DataLoader<T> {
+            DataLoader::new(loader, tokio::spawn).max_batch_size(10_000)
+        }
+        Loaders {
+            process: make(ProcessById(pool.clone())),
+            job: make(JobById(pool.clone())),
+            latest_job: make(LatestJobByProcess(pool.clone())),
+            process_documents: make(DocumentsByProcess(pool.clone())),
+            job_documents: make(DocumentsByJob(pool.clone())),
+            document: make(DocumentById(pool.clone())),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Queries.
+
+use super::errors::{client_error, code, job_error, load_error};
+use super::loaders::Loaders;
+use super::types::{Document, DownloadJob, Process};
+use crate::db;
+use crate::domain::status::JobStatus;
+use crate::jobs::{self, Services};
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Object, Result, ID};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Largest page of `jobs`.
+pub const MAX_PAGE: i32 = 100;
+
+/// The root query.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// A process by CNJ number (formatted or 20 digits), looked up at the source if not known
+    /// yet; null if the source has no such case.
+    async fn process(&self, ctx: &Context<'_>, number: String) -> Result<Option<Process>> {
+        let svc = ctx.data_unchecked::<Services>();
+        Ok(jobs::lookup_process(svc, &number)
+            .await
+            .map_err(job_error)?
+            .map(Process))
+    }
+
+    /// A download job by id.
+    async fn job(&self, ctx: &Context<'_>, id: ID) -> Result<Option<DownloadJob>> {
+        let Ok(id) = Uuid::parse_str(id.trim()) else {
+            return Ok(None);
+        };
+        let row = ctx
+            .data_unchecked::<Loaders>()
+            .job
+            .load_one(id)
+            .await
+            .map_err(load_error)?;
+        Ok(row.map(DownloadJob))
+    }
+
+    /// Download jobs, newest first, optionally of one status or one process.
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last job of the previous page.")] after: Option<String>,
+        status: Option<JobStatus>,
+        #[graphql(desc = "CNJ number, formatted or 20 digits.")] number: Option<String>,
+    ) -> Result<Connection<String, DownloadJob>> {
+        let first = first.unwrap_or(20);
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(client_error(
+                code::BAD_REQUEST,
+                format!("`first` must be between 1 and {MAX_PAGE}, got {first}"),
+            ));
+        }
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let process_number = number
+            .as_deref()
+            .map(|n| crate::domain::ProcessNumber::parse(n).map(|p| p.to_string()))
+            .transpose()
+            .map_err(|e| job_error(e.into()))?;
+        let svc = ctx.data_unchecked::<Services>();
+        let query = db::jobs::PageQuery {
+            status,
+            process_number,
+            after,
+            first: first.into(),
+        };
+        let mut rows = db::jobs::page(&svc.pool, &query)
+            .await
+            .map_err(|e| super::errors::internal(e.into()))?;
+        let has_next = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(encode_cursor(row.created_at, row.id), DownloadJob(row))),
+        );
+        Ok(connection)
+    }
+
+    /// A document by id.
+    async fn document(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Document>> {
+        let Ok(id) = Uuid::parse_str(id.trim()) else {
+            return Ok(None);
+        };
+        let row = ctx
+            .data_unchecked::<Loaders>()
+            .document
+            .load_one(id)
+            .await
+            .map_err(load_error)?;
+        Ok(row.map(Document))
+    }
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{}:{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid)> {
+    let bad = || {
+        client_error(
+            code::BAD_REQUEST,
+            format!("`after` is not a valid cursor: {cursor}"),
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, id) = raw.split_once(':').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((at, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let at = DateTime::from_timestamp_micros(1_764_417_600_123_456).unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        assert!(decode_cursor("nope").is_err());
+        assert!(decode_cursor("").is_err());
+    }
+}

@@ -1,0 +1,273 @@
+//! GraphQL object types, resolved from database rows through the request's loaders.
+
+use super::errors::{internal, load_error};
+use super::loaders::Loaders;
+use crate::db::{DocumentRow, JobRow, ProcessRow};
+use crate::domain::status::{DocumentStatus, JobStatus};
+use crate::jobs::Services;
+use async_graphql::{Context, Object, Result, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+
+/// A court case, as the source lists it.
+pub struct Process(pub ProcessRow);
+
+#[Object]
+impl Process {
+    /// CNJ number, formatted.
+    async fn number(&self) -> &str {
+        &self.0.number
+    }
+    /// Court (e.g. TJSP).
+    async fn court(&self) -> Option<&str> {
+        self.0.court.as_deref()
+    }
+    /// Procedural class.
+    async fn class(&self) -> Option<&str> {
+        self.0.class.as_deref()
+    }
+    /// Subject.
+    async fn subject(&self) -> Option<&str> {
+        self.0.subject.as_deref()
+    }
+    /// Documents the source lists, in its order, each with its current status.
+    async fn documents(&self, ctx: &Context<'_>) -> Result<Vec<Document>> {
+        let rows = ctx
+            .data_unchecked::<Loaders>()
+            .process_documents
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?;
+        Ok(rows.unwrap_or_default().into_iter().map(Document).collect())
+    }
+    /// The newest download job of this process.
+    async fn latest_job(&self, ctx: &Context<'_>) -> Result<Option<DownloadJob>> {
+        let row = ctx
+            .data_unchecked::<Loaders>()
+            .latest_job
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?;
+        Ok(row.map(DownloadJob))
+    }
+    /// When the source was last read for this process.
+    async fn looked_up_at(&self) -> DateTime<Utc> {
+        self.0.looked_up_at
+    }
+}
+
+/// Counts of a job's documents by status.
+#[derive(SimpleObject, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DocumentCounts {
+    /// Waiting for a worker.
+    pub pending: i32,
+    /// Being transferred.
+    pub processing: i32,
+    /// Stored.
+    pub available: i32,
+    /// Failed after all attempts.
+    pub failed: i32,
+}
+
+/// Webhook delivery of a job.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct WebhookStatus {
+    /// Target URL.
+    pub url: String,
+    /// Delivered with a 2xx answer.
+    pub sent: bool,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// Last failure.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A download job: one pass over every document of a process.
+pub struct DownloadJob(pub JobRow);
+
+impl DownloadJob {
+    fn status_value(&self) -> Result<JobStatus> {
+        self.0.status().map_err(|e| internal(e.into()))
+    }
+}
+
+#[Object]
+impl DownloadJob {
+    /// Job id.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// The process.
+    async fn process(&self, ctx: &Context<'_>) -> Result<Process> {
+        let row = ctx
+            .data_unchecked::<Loaders>()
+            .process
+            .load_one(self.0.process_id)
+            .await
+            .map_err(load_error)?
+            .ok_or_else(|| internal(anyhow::anyhow!("job {} has no process", self.0.id)))?;
+        Ok(Process(row))
+    }
+    /// Status.
+    async fn status(&self) -> Result<JobStatus> {
+        self.status_value()
+    }
+    /// floor(100 × (available + failed) / total); 100 exactly when the job is terminal.
+    async fn progress(&self) -> i32 {
+        self.0.progress()
+    }
+    /// Documents covered.
+    async fn total(&self) -> i32 {
+        self.0.total
+    }
+    /// Counts by document status.
+    async fn counts(&self) -> DocumentCounts {
+        counts(&self.0)
+    }
+    /// The documents, in the source's order.
+    async fn documents(&self, ctx: &Context<'_>) -> Result<Vec<Document>> {
+        let rows = ctx
+            .data_unchecked::<Loaders>()
+            .job_documents
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?;
+        Ok(rows.unwrap_or_default().into_iter().map(Document).collect())
+    }
+    /// Created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// First document picked up.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    /// Became terminal.
+    async fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.completed_at
+    }
+    /// Why the job failed.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    /// Webhook delivery, when the job has a webhook URL.
+    async fn webhook(&self) -> Option<WebhookStatus> {
+        self.0.webhook_url.as_ref().map(|url| WebhookStatus {
+            url: url.clone(),
+            sent: false,
+            attempts: 0,
+            last_error: None,
+            delivered_at: None,
+        })
+    }
+    /// Whether this job was started with `force: true`.
+    async fn forced(&self) -> bool {
+        self.0.forced
+    }
+}
+
+/// Counts of a job row.
+pub fn counts(job: &JobRow) -> DocumentCounts {
+    let c = job.counts();
+    DocumentCounts {
+        pending: c.pending,
+        processing: c.processing,
+        available: c.available,
+        failed: c.failed,
+    }
+}
+
+/// One document of a process.
+pub struct Document(pub DocumentRow);
+
+impl Document {
+    async fn presigned(&self, ctx: &Context<'_>) -> Result<Option<crate::storage::PresignedUrl>> {
+        let row = &self.0;
+        let (Some(key), Ok(DocumentStatus::Available)) = (&row.storage_key, row.status()) else {
+            return Ok(None);
+        };
+        let svc = ctx.data_unchecked::<Services>();
+        let url = svc
+            .storage
+            .presign_get(
+                key,
+                &row.name,
+                row.stored_content_type.as_deref(),
+                svc.settings.presign_ttl,
+                std::time::SystemTime::now(),
+            )
+            .await
+            .map_err(|e| internal(e.into()))?;
+        Ok(Some(url))
+    }
+}
+
+#[Object]
+impl Document {
+    /// Document id (autos' own).
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// Id at the source.
+    async fn source_id(&self) -> &str {
+        &self.0.source_id
+    }
+    /// Original file name; offered as the download name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Kind (e.g. "Petição Inicial").
+    async fn kind(&self) -> Option<&str> {
+        self.0.kind.as_deref()
+    }
+    /// MIME type.
+    async fn mime_type(&self) -> Option<&str> {
+        self.0
+            .mime_type
+            .as_deref()
+            .or(self.0.stored_content_type.as_deref())
+    }
+    /// Size in bytes: as stored, else as announced.
+    async fn size(&self) -> Option<f64> {
+        self.0.stored_size.or(self.0.size).map(|s| s as f64)
+    }
+    /// SHA-256 (hex): as stored, else as announced.
+    async fn sha256(&self) -> Option<&str> {
+        self.0
+            .stored_sha256
+            .as_deref()
+            .filter(|_| self.0.status == "AVAILABLE")
+            .or(self.0.sha256.as_deref())
+    }
+    /// Status.
+    async fn status(&self) -> Result<DocumentStatus> {
+        self.0.status().map_err(|e| internal(e.into()))
+    }
+    /// Attempts made in the current job.
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+    /// Last failure.
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    /// S3 key of the stored copy.
+    async fn storage_key(&self) -> Option<&str> {
+        self.0.storage_key.as_deref()
+    }
+    /// Presigned download URL while AVAILABLE; renewed before it expires.
+    async fn download_url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        Ok(self.presigned(ctx).await?.map(|p| p.url))
+    }
+    /// When `downloadUrl` stops working.
+    async fn download_url_expires_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.presigned(ctx).await?.map(|p| p.expires_at))
+    }
+    /// When the next attempt is due, while PENDING after a failed attempt.
+    async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
+        (self.0.status == "PENDING" && self.0.attempts > 0)
+            .then_some(self.0.next_attempt_at)
+            .flatten()
+    }
+}

@@ -1,0 +1,76 @@
+//! The HTTP surface: `/graphql` (POST queries, GET GraphiQL), `/` (progress page), health.
+
+use crate::graphql::{AutosSchema, Loaders};
+use crate::jobs::Services;
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+/// The progress page, built into the binary so that autos runs from any directory.
+const INDEX_HTML: &str = include_str!("../../playground/index.html");
+
+/// Shared state of the router.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The schema.
+    pub schema: AutosSchema,
+    /// Pool, storage, source.
+    pub services: Services,
+}
+
+/// The router.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn graphql(State(state): State<HttpState>, request: GraphQLRequest) -> GraphQLResponse {
+    let request = request
+        .into_inner()
+        .data(Loaders::new(&state.services.pool));
+    state.schema.execute(request).await.into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .title("autos — GraphiQL")
+            .finish(),
+    )
+}
+
+async fn index() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML)).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let (database, storage) = tokio::join!(
+        crate::db::ping(&state.services.pool),
+        state.services.storage.ping()
+    );
+    let status = if database && storage {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "database": database, "storage": storage })),
+    )
+        .into_response()
+}

@@ -1,0 +1,251 @@
+//! The batch task: transfers a handful of documents of one job, each streamed from the source
+//! to S3 with its length and SHA-256 checked on the way.
+//!
+//! Running a batch twice is harmless: a document is transferred only by the worker that
+//! claimed it (PENDING → PROCESSING, compare-and-set), and that worker keeps the claim alive
+//! with heartbeats; a second run finds nothing left to claim.
+
+use super::{Services, DOWNLOAD_TASK};
+use crate::db::documents::{self, Claim, Heartbeat, Outcome};
+use crate::domain::{names, ProcessNumber};
+use crate::source::{self, ListedDocument, SourceError};
+use crate::storage::UploadError;
+use async_trait::async_trait;
+use chrono::Utc;
+use fang::{AsyncQueueable, AsyncRunnable, FangError};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Transfers `document_ids` of `job_id`, one after the other.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DownloadBatch {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its documents in this batch.
+    pub document_ids: Vec<Uuid>,
+}
+
+#[typetag::serde]
+#[async_trait]
+impl AsyncRunnable for DownloadBatch {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let svc = crate::queue::worker::context::<Services>().ok_or_else(|| FangError {
+            description: "download task run outside an autos worker".into(),
+        })?;
+        for &document_id in &self.document_ids {
+            transfer_one(&svc, self.job_id, document_id)
+                .await
+                .map_err(|err| FangError {
+                    description: format!("document {document_id}: {err:#}"),
+                })?;
+        }
+        Ok(())
+    }
+
+    fn task_type(&self) -> String {
+        DOWNLOAD_TASK.to_string()
+    }
+
+    // Document failures are handled per document; a task fails only when the database does.
+    fn max_retries(&self) -> i32 {
+        5
+    }
+
+    fn backoff(&self, attempt: u32) -> u32 {
+        2u32.saturating_pow(attempt + 1)
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug)]
+struct AttemptError {
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl From<SourceError> for AttemptError {
+    fn from(err: SourceError) -> Self {
+        AttemptError {
+            retryable: err.is_retryable(),
+            retry_after: err.retry_after(),
+            message: err.to_string(),
+        }
+    }
+}
+
+/// Claims, transfers and settles one document. Errors are database errors only: everything
+/// that can go wrong with the document itself ends in a document status.
+async fn transfer_one(svc: &Services, job_id: Uuid, document_id: Uuid) -> anyhow::Result<()> {
+    let settings = &svc.settings;
+    let Some(claim) = documents::claim(&svc.pool, document_id, job_id, settings.lease).await?
+    else {
+        return Ok(());
+    };
+    let started = std::time::Instant::now();
+    let attempt = tokio::time::timeout(settings.download_timeout, transfer(svc, &claim));
+    tokio::pin!(attempt);
+    let mut beat = tokio::time::interval(settings.lease / 4);
+    beat.tick().await;
+    let result = loop {
+        tokio::select! {
+            result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
+                message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
+                retryable: true,
+                retry_after: None,
+            })),
+            _ = beat.tick() => match documents::heartbeat(&svc.pool, &claim, settings.lease).await? {
+                Heartbeat::Renewed => {}
+                Heartbeat::JobCancelled => {
+                    tracing::info!(document = %document_id, "job cancelled; transfer stopped");
+                    settle(svc, &claim, Outcome::Released).await?;
+                    return Ok(());
+                }
+                Heartbeat::Lost => {
+                    tracing::warn!(document = %document_id, "claim lost; transfer stopped");
+                    return Ok(());
+                }
+            },
+        }
+    };
+
+    let attempts = claim.document.attempts;
+    let outcome = match result {
+        Ok(outcome) => {
+            tracing::info!(document = %document_id, job = %job_id, ms = started.elapsed().as_millis() as u64, "document stored");
+            outcome
+        }
+        Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
+            let delay = retry_delay(settings.backoff, attempts, err.retry_after);
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            tracing::warn!(document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+            let task = DownloadBatch {
+                job_id,
+                document_ids: vec![document_id],
+            };
+            let mut tx = svc.pool.begin().await?;
+            let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
+            documents::settle(
+                &mut tx,
+                document_id,
+                claim.token,
+                &Outcome::RetryAt {
+                    error: err.message,
+                    at,
+                    task_id,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(());
+        }
+        Err(err) => {
+            let error = if err.retryable {
+                format!("{} (after {attempts} attempts)", err.message)
+            } else {
+                err.message
+            };
+            tracing::warn!(document = %document_id, %error, "document failed");
+            Outcome::Failed { error }
+        }
+    };
+    settle(svc, &claim, outcome).await
+}
+
+async fn settle(svc: &Services, claim: &Claim, outcome: Outcome) -> anyhow::Result<()> {
+    let mut tx = svc.pool.begin().await?;
+    let job = documents::settle(&mut tx, claim.document.id, claim.token, &outcome).await?;
+    tx.commit().await?;
+    if let Some(job) = job.filter(|j| j.completed_at.is_some()) {
+        tracing::info!(job = %job.id, status = %job.status, available = job.available, failed = job.failed, "job finished");
+    }
+    Ok(())
+}
+
+/// `backoff × 2^(attempt-1)` with up to 25 % jitter, or what the source asked for if longer.
+pub fn retry_delay(backoff: Duration, attempt: i32, retry_after: Option<Duration>) -> Duration {
+    let exp = backoff.saturating_mul(2u32.saturating_pow(attempt.max(1) as u32 - 1));
+    let jitter = rand::rng().random_range(0.0..0.25);
+    let delay = exp.mul_f64(1.0 + jitter);
+    delay
+        .max(retry_after.unwrap_or_default())
+        .min(Duration::from_secs(3600))
+}
+
+/// One attempt: open at the source, stream through the verifier into S3.
+async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError> {
+    let doc = &claim.document;
+    let number = ProcessNumber::parse(&claim.process_number).map_err(|e| AttemptError {
+        message: format!("stored process number is invalid: {e}"),
+        retryable: false,
+        retry_after: None,
+    })?;
+    let listed = ListedDocument {
+        id: doc.source_id.clone(),
+        name: doc.name.clone(),
+        kind: doc.kind.clone(),
+        url: doc.url.clone(),
+        size: doc.size,
+        sha256: doc.sha256.clone(),
+        mime_type: doc.mime_type.clone(),
+    };
+    let size = doc.size.and_then(|s| u64::try_from(s).ok());
+    source::check_announced(size, None, svc.settings.max_document_bytes)?;
+    let body = svc.source.open(&number, &listed).await?;
+    let content_type = doc
+        .mime_type
+        .clone()
+        .or_else(|| body.content_type.clone())
+        .unwrap_or_else(|| "application/octet-stream".to_string());
+    let (verified, _digest) = source::verify(
+        body,
+        size,
+        doc.sha256.as_deref(),
+        svc.settings.max_document_bytes,
+    );
+    let key = names::storage_key(&number, &doc.source_id, &doc.name);
+    let stored = svc
+        .storage
+        .put_stream(&key, &content_type, verified)
+        .await
+        .map_err(|err| match err {
+            UploadError::Body(source) => AttemptError::from(source),
+            UploadError::Storage(message) => AttemptError {
+                message: format!("storage: {message}"),
+                retryable: true,
+                retry_after: None,
+            },
+        })?;
+    Ok(Outcome::Stored {
+        key: stored.key,
+        sha256: stored.sha256,
+        size: stored.size as i64,
+        content_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_with_bounded_jitter() {
+        let base = Duration::from_millis(1000);
+        for (attempt, expected) in [(1, 1000u64), (2, 2000), (3, 4000)] {
+            let d = retry_delay(base, attempt, None).as_millis() as u64;
+            assert!(
+                d >= expected && d < expected * 5 / 4,
+                "attempt {attempt}: {d}"
+            );
+        }
+        let asked = retry_delay(base, 1, Some(Duration::from_secs(7)));
+        assert_eq!(asked, Duration::from_secs(7));
+        assert_eq!(
+            retry_delay(base, 30, None),
+            Duration::from_secs(3600),
+            "capped"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! Download jobs: what the API asks for (look a process up, start, cancel, retry) and the
+//! queue task that transfers documents.
+//!
+//! A job and the queue tasks that carry it out are written in one transaction: there is no
+//! moment at which a job exists and its work does not.
+
+pub mod download;
+pub mod sweeper;
+
+use crate::db::{self, DbError, JobRow, ProcessRow};
+use crate::domain::cnj::CnjError;
+use crate::domain::status::JobStatus;
+use crate::domain::ProcessNumber;
+use crate::source::{ProcessListing, Source, SourceError};
+use crate::storage::Storage;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use download::DownloadBatch;
+
+/// Task type of document transfers.
+pub const DOWNLOAD_TASK: &str = "download";
+
+/// How jobs run.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Documents per batch task.
+    pub batch_size: usize,
+    /// Attempts per document.
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    pub backoff: Duration,
+    /// Whole-transfer timeout per document.
+    pub download_timeout: Duration,
+    /// Larger documents fail.
+    pub max_document_bytes: u64,
+    /// How long a worker's claim on a document lasts without a heartbeat.
+    pub lease: Duration,
+    /// Lifetime of presigned download URLs.
+    pub presign_ttl: Duration,
+}
+
+/// Everything jobs need, shared by the API and the workers.
+#[derive(Clone)]
+pub struct Services {
+    /// Database pool.
+    pub pool: PgPool,
+    /// Upstream court source.
+    pub source: Source,
+    /// S3 bucket.
+    pub storage: Storage,
+    /// Settings.
+    pub settings: JobSettings,
+}
+
+/// Why a request about jobs was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Not a valid CNJ number.
+    #[error("invalid process number: {0}")]
+    InvalidNumber(#[from] CnjError),
+    /// The source does not know this process.
+    #[error("process {0} was not found at the source")]
+    ProcessNotFound(String),
+    /// No job with this id.
+    #[error("job {0} was not found")]
+    JobNotFound(String),
+    /// The webhook URL is refused.
+    #[error("invalid webhook URL: {0}")]
+    InvalidWebhookUrl(String),
+    /// The source failed or answered something unusable.
+    #[error("the court source is unavailable: {0}")]
+    SourceUnavailable(String),
+    /// The job is not in a state that allows this.
+    #[error("{0}")]
+    InvalidState(String),
+    /// Anything else; details are logged, not shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<DbError> for JobError {
+    fn from(err: DbError) -> Self {
+        JobError::Internal(err.into())
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(err: sqlx::Error) -> Self {
+        JobError::Internal(err.into())
+    }
+}
+
+impl From<fang::AsyncQueueError> for JobError {
+    fn from(err: fang::AsyncQueueError) -> Self {
+        JobError::Internal(anyhow::anyhow!("queue: {err}"))
+    }
+}
+
+fn unavailable(err: SourceError) -> JobError {
+    JobError::SourceUnavailable(err.to_string())
+}
+
+/// Parses an id given by a client.
+pub fn parse_job_id(raw: &str) -> Result<Uuid, JobError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| JobError::JobNotFound(raw.to_string()))
+}
+
+/// A process by number: from the database, else looked up at the source and stored.
+/// `None` if the source has no such case.
+pub async fn lookup_process(svc: &Services, raw: &str) -> Result<Option<ProcessRow>, JobError> {
+    let number = ProcessNumber::parse(raw)?;
+    if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
+        return Ok(Some(process));
+    }
+    let Some(listing) = svc.source.lookup(&number).await.map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let mut tx = svc.pool.begin().await?;
+    let process = store_listing(&mut tx, &number, &listing).await?;
+    tx.commit().await?;
+    Ok(Some(process))
+}
+
+async fn store_listing(
+    conn: &mut PgConnection,
+    number: &ProcessNumber,
+    listing: &ProcessListing,
+) -> Result<ProcessRow, sqlx::Error> {
+    let documents: Vec<db::processes::ListedDocument<'_>> = listing
+        .documents
+        .iter()
+        .map(|d| db::processes::ListedDocument {
+            source_id: &d.id,
+            name: &d.name,
+            kind: d.kind.as_deref(),
+            mime_type: d.mime_type.as_deref(),
+            url: &d.url,
+            size: d.size,
+            sha256: d.sha256.as_deref(),
+        })
+        .collect();
+    db::processes::upsert_listing(
+        conn,
+        number.as_str(),
+        listing.court.as_deref(),
+        listing.class.as_deref(),
+        listing.subject.as_deref(),
+        &documents,
+    )
+    .await
+}
+
+/// What a client asks `startDownload` for.
+#[derive(Debug, Clone)]
+pub struct StartDownload {
+    /// Process number, formatted or 20 digits.
+    pub number: String,
+    /// Where to report the outcome.
+    pub webhook_url: Option<String>,
+    /// Re-read the source and transfer what changed even if a completed job exists.
+    pub force: bool,
+}
+
+/// Starts a download job, or returns the one that makes it unnecessary (`created: false`):
+/// the process's QUEUED or RUNNING job, or its COMPLETED job unless `force`.
+///
+/// Race-proof: the process row is locked while the decision is made and the job created, and
+/// a unique index allows one active job per process whatever happens.
+pub async fn start_download(
+    svc: &Services,
+    request: StartDownload,
+) -> Result<(JobRow, bool), JobError> {
+    let number = ProcessNumber::parse(&request.number)?;
+    let webhook_url = request
+        .webhook_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| crate::webhook::check_url(url).map_err(JobError::InvalidWebhookUrl))
+        .transpose()?;
+
+    // Most repeated calls end here, without asking the source anything.
+    if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
+        if let Some(job) = reusable(&svc.pool, process.id, request.force).await? {
+            return Ok((job, false));
+        }
+    }
+
+    let listing = svc
+        .source
+        .lookup(&number)
+        .await
+        .map_err(unavailable)?
+        .ok_or_else(|| JobError::ProcessNotFound(number.to_string()))?;
+
+    let mut tx = svc.pool.begin().await?;
+    let process = store_listing(&mut tx, &number, &listing).await?;
+    if let Some(job) = reusable(&mut *tx, process.id, request.force).await? {
+        tx.commit().await?;
+        return Ok((job, false));
+    }
+    let (job, pending) =
+        db::jobs::create(&mut tx, process.id, request.force, webhook_url.as_deref()).await?;
+    enqueue_batches(
+        &mut tx,
+        job.id,
+        &pending,
+        svc.settings.batch_size,
+        Utc::now(),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer = pending.len(), status = %job.status, "download job created");
+    Ok((job, true))
+}
+
+/// The existing job that answers a `startDownload`, if any.
+async fn reusable(
+    db: impl sqlx::PgExecutor<'_>,
+    process_id: Uuid,
+    force: bool,
+) -> Result<Option<JobRow>, JobError> {
+    let Some(latest) = db::jobs::latest_for_process(db, process_id).await? else {
+        return Ok(None);
+    };
+    Ok(match latest.status()? {
+        JobStatus::Queued | JobStatus::Running => Some(latest),
+        JobStatus::Completed if !force => Some(latest),
+        _ => None,
+    })
+}
+
+/// Splits documents into batch tasks, enqueued in the caller's transaction, and records which
+/// task will transfer each document.
+pub async fn enqueue_batches(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    document_ids: &[Uuid],
+    batch_size: usize,
+    due: DateTime<Utc>,
+) -> Result<(), JobError> {
+    for batch in document_ids.chunks(batch_size.max(1)) {
+        let task = DownloadBatch {
+            job_id,
+            document_ids: batch.to_vec(),
+        };
+        let task_id = crate::queue::enqueue(&mut *conn, &task, Some(due)).await?;
+        db::documents::assign_task(conn, batch, task_id, due).await?;
+    }
+    Ok(())
+}
+
+/// Cancels a QUEUED or RUNNING job.
+pub async fn cancel(svc: &Services, raw_id: &str) -> Result<JobRow, JobError> {
+    let id = parse_job_id(raw_id)?;
+    let mut tx = svc.pool.begin().await?;
+    let Some(job) = db::jobs::find(&mut *tx, id).await? else {
+        return Err(JobError::JobNotFound(raw_id.to_string()));
+    };
+    match db::jobs::cancel(&mut tx, id).await? {
+        Some(cancelled) => {
+            tx.commit().await?;
+            tracing::info!(job = %id, "job cancelled");
+            Ok(cancelled)
+        }
+        None => Err(JobError::InvalidState(format!(
+            "job {id} is already {} and cannot be cancelled",
+            job.status
+        ))),
+    }
+}
+
+/// Re-queues the FAILED documents of a job that ended COMPLETED_WITH_ERRORS or FAILED.
+pub async fn retry_failed(svc: &Services, raw_id: &str) -> Result<JobRow, JobError> {
+    let id = parse_job_id(raw_id)?;
+    let mut tx = svc.pool.begin().await?;
+    let Some(job) = db::jobs::find(&mut *tx, id).await? else {
+        return Err(JobError::JobNotFound(raw_id.to_string()));
+    };
+    // Serialize with startDownload for the same process.
+    sqlx::query("SELECT 1 FROM processes WHERE id = $1 FOR UPDATE")
+        .bind(job.process_id)
+        .execute(&mut *tx)
+        .await?;
+    let job = db::jobs::find(&mut *tx, id)
+        .await?
+        .ok_or_else(|| JobError::JobNotFound(raw_id.to_string()))?;
+    let status = job.status()?;
+    if !matches!(status, JobStatus::CompletedWithErrors | JobStatus::Failed) {
+        return Err(JobError::InvalidState(format!(
+            "job {id} is {status}: only a job that ended COMPLETED_WITH_ERRORS or FAILED has failed documents to retry"
+        )));
+    }
+    let latest = db::jobs::latest_for_process(&mut *tx, job.process_id).await?;
+    if latest.as_ref().map(|l| l.id) != Some(job.id) {
+        return Err(JobError::InvalidState(format!(
+            "job {id} is not the latest job of its process; retry the latest one or start a new download"
+        )));
+    }
+    if job.failed == 0 {
+        return Err(JobError::InvalidState(format!(
+            "job {id} has no failed documents"
+        )));
+    }
+    let (reopened, ids) = db::jobs::reopen_failed(&mut tx, &job).await?;
+    enqueue_batches(&mut tx, id, &ids, svc.settings.batch_size, Utc::now()).await?;
+    tx.commit().await?;
+    tracing::info!(job = %id, documents = ids.len(), "failed documents re-queued");
+    Ok(reopened)
+}

@@ -1,0 +1,107 @@
+//! The sweeper: every `autos work` process runs one, so that no document and no job is left
+//! hanging whatever happened to a worker or a queue row.
+//!
+//! Each pass:
+//! 1. a PROCESSING document whose lease ran out (its worker died) is put back to PENDING with
+//!    a new task, or FAILED if that was its last attempt;
+//! 2. a PENDING document of an active job that no live queue task will pick up (its task was
+//!    lost, deleted, or failed for good) gets a new task;
+//! 3. an active job with no open document left is made terminal.
+//!
+//! Every step is a compare-and-set, so sweepers in several processes may run at once.
+
+use super::{download::DownloadBatch, enqueue_batches, Services};
+use crate::db::{self, documents::Outcome};
+use chrono::Utc;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired claims recovered.
+    pub expired: usize,
+    /// Orphaned documents re-queued.
+    pub orphans: usize,
+    /// Jobs made terminal.
+    pub finished: usize,
+}
+
+/// Runs passes every `interval` until `stop` turns true.
+pub async fn run(svc: Services, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match sweep(&svc).await {
+            Ok(swept) if swept != Swept::default() => {
+                tracing::info!(?swept, "sweeper recovered work")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "sweeper pass failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One pass.
+pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
+    let mut swept = Swept::default();
+    let max_attempts = svc.settings.max_attempts as i32;
+
+    for (document_id, token) in db::documents::expired_claims(&svc.pool, 500).await? {
+        let mut tx = svc.pool.begin().await?;
+        let attempts = db::documents::attempts(&mut *tx, document_id).await?;
+        let error = "the worker transferring it stopped responding".to_string();
+        let outcome = if attempts >= max_attempts {
+            Outcome::Failed {
+                error: format!("{error} (after {attempts} attempts)"),
+            }
+        } else {
+            let job_id: Option<Uuid> =
+                sqlx::query_scalar("SELECT job_id FROM documents WHERE id = $1")
+                    .bind(document_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let task = DownloadBatch {
+                job_id: job_id.unwrap_or_default(),
+                document_ids: vec![document_id],
+            };
+            let at = Utc::now();
+            let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
+            Outcome::RetryAt { error, at, task_id }
+        };
+        if db::documents::settle(&mut tx, document_id, token, &outcome)
+            .await?
+            .is_some()
+        {
+            swept.expired += 1;
+        }
+        tx.commit().await?;
+    }
+
+    let mut by_job: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    for (job_id, document_id) in db::documents::orphans(&svc.pool, 5000).await? {
+        by_job.entry(job_id).or_default().push(document_id);
+    }
+    for (job_id, ids) in by_job {
+        let mut tx = svc.pool.begin().await?;
+        enqueue_batches(&mut tx, job_id, &ids, svc.settings.batch_size, Utc::now())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+        swept.orphans += ids.len();
+    }
+
+    for job_id in db::jobs::settled_but_active(&svc.pool).await? {
+        let mut tx = svc.pool.begin().await?;
+        let job = db::jobs::finish_if_settled(&mut tx, job_id).await?;
+        tx.commit().await?;
+        if job.completed_at.is_some() {
+            swept.finished += 1;
+        }
+    }
+    Ok(swept)
+}

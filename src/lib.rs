@@ -1,0 +1,29 @@
+//! autos: fetches the complete case files ("autos") of Brazilian court cases.
+//!
+//! Data flows one way: `graphql` → `jobs` / `db` → `queue` → worker → `source` / `storage` → `db`.
+//! Nothing below imports anything above.
+
+/// Composition root: builds every part from the configuration and runs them.
+pub mod app;
+/// Every setting, from the environment and command-line flags.
+pub mod config;
+/// SQL: processes, documents, jobs; compare-and-set status updates.
+pub mod db;
+/// Pure domain: process numbers, statuses and their transitions, storage names.
+pub mod domain;
+/// Private PostgreSQL and S3-compatible store for a machine with nothing configured.
+pub mod embedded;
+/// The GraphQL schema: queries, mutations, types and data loaders.
+pub mod graphql;
+/// The axum router: `/graphql` (HTTP and WebSocket), `/`, health.
+pub mod http;
+/// Download jobs: starting, cancelling, retrying, and the batch task that transfers documents.
+pub mod jobs;
+/// The PostgreSQL task queue (fang's tasks on our pool) and its workers.
+pub mod queue;
+/// The upstream court source: `http(s)://` and `file://`.
+pub mod source;
+/// S3: streaming uploads and presigned download URLs.
+pub mod storage;
+/// Webhook targets and delivery.
+pub mod webhook;

@@ -1,0 +1,145 @@
+//! The `autos` binary: parses the command line and hands over to the library.
+
+use autos::app::{Application, Role};
+use autos::config::{Cli, Command};
+use clap::{CommandFactory, FromArgMatches};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // A missing .env is the normal case; a malformed one is worth stopping for.
+    if let Err(err) = dotenvy::dotenv() {
+        if !err.not_found() {
+            eprintln!("autos: cannot read .env: {err}");
+            return ExitCode::from(2);
+        }
+    }
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    init_tracing(&cli.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("autos: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("autos: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses flags and environment; a malformed environment value is reported with the
+/// variable's name, since the user never typed the flag clap would otherwise mention.
+fn parse() -> Result<Cli, clap::Error> {
+    let mut command = Cli::command();
+    let matches = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .map_err(|err| name_variable(&command, err))?;
+    Cli::from_arg_matches(&matches).map_err(|err| name_variable(&command, err))
+}
+
+fn name_variable(command: &clap::Command, err: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--");
+    let variable = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .filter(|var| std::env::var_os(var).is_some());
+    match variable {
+        Some(var) => {
+            let message = format!(
+                "{} (from environment variable {})",
+                err.to_string().trim_end(),
+                var.to_string_lossy()
+            );
+            clap::Error::raw(err.kind(), message + "\n")
+        }
+        None => err,
+    }
+}
+
+fn init_tracing(config: &autos::config::Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|err| {
+        eprintln!(
+            "autos: AUTOS_LOG `{}` is not a valid filter ({err}); using `info`",
+            config.log
+        );
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config;
+    let role = match cli.command.unwrap_or(Command::All) {
+        Command::Schema => {
+            print!("{}", autos::graphql::sdl());
+            return Ok(());
+        }
+        Command::Migrate => {
+            let (pool, embedded) = autos::app::connect_database(&config, 2).await?;
+            autos::db::migrate(&pool).await?;
+            pool.close().await;
+            tracing::info!("migrations applied");
+            if let Some(pg) = embedded {
+                pg.stop().await?;
+            }
+            return Ok(());
+        }
+        Command::All => Role::ALL,
+        Command::Serve => Role::SERVE,
+        Command::Work => Role::WORK,
+    };
+    let app = Application::start(config, role).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    app.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,260 @@
+//! The PostgreSQL task queue: fang's task table and `AsyncRunnable` tasks, run on our own pool.
+//!
+//! fang 0.11's own queue and worker pool have weaknesses that would lose or repeat work here
+//! (see the README, "Design"). This module keeps fang's table, task format (typetag JSON in
+//! `metadata`) and its [`AsyncQueueable`] interface, and replaces what was unsafe:
+//! - a task is fetched and marked `in_progress` by one statement, so two workers can never take
+//!   the same row;
+//! - the running worker touches its row every few seconds, and a row nobody touched for
+//!   [`QueueSettings::stale_after`] is taken again (its worker died);
+//! - a row whose task type cannot be decoded is marked `failed` with the reason, instead of
+//!   ending the worker;
+//! - finished tasks are deleted and failed ones kept, for inspection;
+//! - `uniq` tasks rely on a unique index, not check-then-insert;
+//! - [`enqueue`] takes any executor, so a task is inserted in the caller's transaction and
+//!   exists exactly when the rows it works on do. A `NOTIFY` wakes idle workers on commit.
+
+pub mod worker;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use fang::{AsyncQueueError, AsyncQueueable, AsyncRunnable, FangTaskState, Task};
+use sqlx::{PgExecutor, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub use worker::{WorkerPool, WorkerSettings};
+
+/// Channel on which an enqueue wakes idle workers.
+pub const WAKE_CHANNEL: &str = "autos_tasks";
+
+const COLUMNS: &str = "id, metadata, error_message, state::text, task_type, uniq_hash, retries, \
+                       scheduled_at, created_at, updated_at";
+
+/// Timing of the queue itself.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// An `in_progress` row untouched for this long belongs to a dead worker and is taken again.
+    pub stale_after: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            stale_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// fang's queue interface over our pool.
+#[derive(Clone)]
+pub struct PgQueue {
+    pool: PgPool,
+    settings: QueueSettings,
+}
+
+impl PgQueue {
+    /// A queue on `pool`.
+    pub fn new(pool: PgPool, settings: QueueSettings) -> Self {
+        PgQueue { pool, settings }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Takes the next due task of one of `types`, or a stale one, and marks it `in_progress`.
+    pub async fn fetch(&self, types: &[String]) -> Result<Option<Task>, AsyncQueueError> {
+        let sql = format!(
+            "UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
+                    retries = CASE WHEN state = 'in_progress' THEN retries + 1 ELSE retries END
+             WHERE id = (
+                SELECT id FROM fang_tasks
+                WHERE task_type = ANY($1)
+                  AND ((state IN ('new', 'retried') AND scheduled_at <= now())
+                       OR (state = 'in_progress' AND updated_at < now() - make_interval(secs => $2)))
+                ORDER BY scheduled_at, created_at
+                LIMIT 1 FOR UPDATE SKIP LOCKED)
+             RETURNING {COLUMNS}"
+        );
+        Ok(sqlx::query_as::<_, Task>(&sql)
+            .bind(types)
+            .bind(self.settings.stale_after.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Marks a running task as alive.
+    pub async fn touch(&self, id: Uuid) -> Result<(), AsyncQueueError> {
+        sqlx::query(
+            "UPDATE fang_tasks SET updated_at = now() WHERE id = $1 AND state = 'in_progress'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_state(
+        &self,
+        id: Uuid,
+        state: FangTaskState,
+        error: Option<&str>,
+    ) -> Result<Task, AsyncQueueError> {
+        let sql = format!(
+            "UPDATE fang_tasks SET state = $2::fang_task_state,
+                    error_message = coalesce($3, error_message), updated_at = now()
+             WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        let state: &str = state.into();
+        Ok(sqlx::query_as::<_, Task>(&sql)
+            .bind(id)
+            .bind(state)
+            .bind(error)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+/// Inserts `task` to run at `scheduled_at` (now when `None`), on any executor — pass a
+/// transaction to make the task part of it. Returns the task id.
+pub async fn enqueue(
+    db: impl PgExecutor<'_>,
+    task: &dyn AsyncRunnable,
+    scheduled_at: Option<DateTime<Utc>>,
+) -> Result<Uuid, AsyncQueueError> {
+    let metadata = serde_json::to_value(task)?;
+    let uniq_hash = task.uniq().then(|| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(metadata.to_string().as_bytes()))
+    });
+    let id: Uuid = sqlx::query_scalar(
+        "WITH inserted AS (
+            INSERT INTO fang_tasks (id, metadata, task_type, uniq_hash, scheduled_at)
+            VALUES ($1, $2, $3, $4, coalesce($5, now()))
+            ON CONFLICT (uniq_hash) WHERE uniq_hash IS NOT NULL
+                AND state IN ('new', 'retried', 'in_progress') DO NOTHING
+            RETURNING id, task_type)
+         SELECT coalesce(
+            (SELECT id FROM inserted CROSS JOIN LATERAL (SELECT pg_notify($6, inserted.task_type)) AS n),
+            (SELECT id FROM fang_tasks WHERE uniq_hash = $4
+                AND state IN ('new', 'retried', 'in_progress') LIMIT 1))",
+    )
+    .bind(Uuid::new_v4())
+    .bind(&metadata)
+    .bind(task.task_type())
+    .bind(uniq_hash)
+    .bind(scheduled_at)
+    .bind(WAKE_CHANNEL)
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+#[async_trait]
+impl AsyncQueueable for PgQueue {
+    async fn fetch_and_touch_task(
+        &self,
+        task_type: Option<String>,
+    ) -> Result<Option<Task>, AsyncQueueError> {
+        let types = vec![task_type.unwrap_or_else(|| fang::DEFAULT_TASK_TYPE.to_string())];
+        self.fetch(&types).await
+    }
+
+    async fn insert_task(&self, task: &dyn AsyncRunnable) -> Result<Task, AsyncQueueError> {
+        let id = enqueue(&self.pool, task, None).await?;
+        self.find_task_by_id(&id).await
+    }
+
+    async fn remove_all_tasks(&self) -> Result<u64, AsyncQueueError> {
+        let done = sqlx::query("DELETE FROM fang_tasks")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn remove_all_scheduled_tasks(&self) -> Result<u64, AsyncQueueError> {
+        let done = sqlx::query("DELETE FROM fang_tasks WHERE scheduled_at > now()")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn remove_task(&self, id: &Uuid) -> Result<u64, AsyncQueueError> {
+        let done = sqlx::query("DELETE FROM fang_tasks WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn remove_task_by_metadata(
+        &self,
+        task: &dyn AsyncRunnable,
+    ) -> Result<u64, AsyncQueueError> {
+        let metadata = serde_json::to_value(task)?;
+        let done = sqlx::query("DELETE FROM fang_tasks WHERE metadata = $1")
+            .bind(metadata)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn remove_tasks_type(&self, task_type: &str) -> Result<u64, AsyncQueueError> {
+        let done = sqlx::query("DELETE FROM fang_tasks WHERE task_type = $1")
+            .bind(task_type)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn find_task_by_id(&self, id: &Uuid) -> Result<Task, AsyncQueueError> {
+        let sql = format!("SELECT {COLUMNS} FROM fang_tasks WHERE id = $1");
+        Ok(sqlx::query_as::<_, Task>(&sql)
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn update_task_state(
+        &self,
+        task: &Task,
+        state: FangTaskState,
+    ) -> Result<Task, AsyncQueueError> {
+        self.set_state(task.id, state, None).await
+    }
+
+    async fn fail_task(&self, task: &Task, error_message: &str) -> Result<Task, AsyncQueueError> {
+        self.set_state(task.id, FangTaskState::Failed, Some(error_message))
+            .await
+    }
+
+    async fn schedule_task(&self, task: &dyn AsyncRunnable) -> Result<Task, AsyncQueueError> {
+        let at = match task.cron() {
+            Some(fang::Scheduled::ScheduleOnce(at)) => Some(at),
+            Some(fang::Scheduled::CronPattern(_)) | None => None,
+        };
+        let id = enqueue(&self.pool, task, at).await?;
+        self.find_task_by_id(&id).await
+    }
+
+    async fn schedule_retry(
+        &self,
+        task: &Task,
+        backoff_seconds: u32,
+        error: &str,
+    ) -> Result<Task, AsyncQueueError> {
+        let sql = format!(
+            "UPDATE fang_tasks SET state = 'retried', error_message = $2, retries = retries + 1,
+                    scheduled_at = now() + make_interval(secs => $3), updated_at = now()
+             WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        Ok(sqlx::query_as::<_, Task>(&sql)
+            .bind(task.id)
+            .bind(error)
+            .bind(f64::from(backoff_seconds))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}

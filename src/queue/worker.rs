@@ -1,0 +1,226 @@
+//! Workers that run fang tasks from [`PgQueue`].
+//!
+//! Each worker takes one task at a time. While a task runs, its row is touched every
+//! [`WorkerSettings::heartbeat`], so other processes can tell a live task from an abandoned
+//! one. Panics and errors are caught and recorded on the row; an undecodable row is failed
+//! with its reason; nothing ends a worker but shutdown. Idle workers wait for a `NOTIFY`
+//! from [`super::enqueue`], with a poll as fallback, so a new task starts at once.
+
+use super::{PgQueue, WAKE_CHANNEL};
+use fang::{AsyncQueueable, AsyncRunnable, Task};
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+tokio::task_local! {
+    static CONTEXT: Arc<dyn Any + Send + Sync>;
+}
+
+/// The context the worker running the current task was given, if it is a `T`.
+///
+/// fang's `AsyncRunnable::run` receives only the queue; tasks reach the application's parts
+/// (pool, storage, source) through this task-local, so several applications can share a process.
+pub fn context<T: Any + Send + Sync>() -> Option<Arc<T>> {
+    CONTEXT
+        .try_with(|ctx| ctx.clone().downcast::<T>().ok())
+        .ok()
+        .flatten()
+}
+
+/// How the workers behave.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Concurrent workers.
+    pub workers: u32,
+    /// Task types to run.
+    pub task_types: Vec<String>,
+    /// Longest sleep when idle and no notification arrives.
+    pub poll_interval: Duration,
+    /// How often a running task's row is touched.
+    pub heartbeat: Duration,
+    /// How long shutdown waits for running tasks before abandoning them to other workers.
+    pub shutdown_grace: Duration,
+}
+
+/// A running set of workers.
+pub struct WorkerPool {
+    shutdown: watch::Sender<bool>,
+    workers: JoinSet<()>,
+    grace: Duration,
+}
+
+impl WorkerPool {
+    /// Starts `settings.workers` workers on `queue`, running tasks with `context`.
+    pub async fn start(
+        queue: PgQueue,
+        settings: WorkerSettings,
+        context: Arc<dyn Any + Send + Sync>,
+    ) -> Result<Self, sqlx::Error> {
+        let (shutdown, watch_rx) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(queue.pool()).await?;
+        listener.listen(WAKE_CHANNEL).await?;
+        let mut workers = JoinSet::new();
+        workers.spawn(relay_wakeups(listener, wake.clone(), watch_rx.clone()));
+        for n in 0..settings.workers {
+            let worker = Worker {
+                n,
+                queue: queue.clone(),
+                settings: settings.clone(),
+                context: context.clone(),
+                wake: wake.clone(),
+                shutdown: watch_rx.clone(),
+            };
+            workers.spawn(worker.run());
+        }
+        Ok(WorkerPool {
+            shutdown,
+            workers,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    /// Stops taking tasks, waits up to the grace period for running ones, then stops.
+    /// Abandoned tasks are taken again by other workers once their rows go stale.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(self.grace, async {
+            while self.workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("workers still busy after the grace period; abandoning their tasks");
+            self.workers.shutdown().await;
+        }
+    }
+}
+
+async fn relay_wakeups(
+    mut listener: PgListener,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            received = listener.recv() => match received {
+                Ok(_) => wake.notify_waiters(),
+                Err(err) => {
+                    // PgListener reconnects by itself; polling covers the gap.
+                    tracing::warn!(error = %err, "queue listener interrupted");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            },
+        }
+    }
+}
+
+struct Worker {
+    n: u32,
+    queue: PgQueue,
+    settings: WorkerSettings,
+    context: Arc<dyn Any + Send + Sync>,
+    wake: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        tracing::debug!(worker = self.n, "worker started");
+        while !*self.shutdown.borrow() {
+            // Register for wake-ups before looking, so an enqueue between the two is not missed.
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.queue.fetch(&self.settings.task_types).await {
+                Ok(Some(task)) => self.execute(task).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                        _ = self.shutdown.changed() => {}
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(worker = self.n, error = %err, "cannot fetch a task");
+                    tokio::time::sleep(self.settings.poll_interval).await;
+                }
+            }
+        }
+        tracing::debug!(worker = self.n, "worker stopped");
+    }
+
+    async fn execute(&self, task: Task) {
+        let runnable: Box<dyn AsyncRunnable> = match serde_json::from_value(task.metadata.clone()) {
+            Ok(runnable) => runnable,
+            Err(err) => {
+                let reason = format!("cannot decode task: {err}");
+                tracing::error!(task = %task.id, task_type = %task.task_type, %reason);
+                self.record(self.queue.fail_task(&task, &reason).await);
+                return;
+            }
+        };
+        if task.retries > runnable.max_retries() {
+            let reason = "abandoned by its workers too many times";
+            tracing::error!(task = %task.id, reason);
+            self.record(self.queue.fail_task(&task, reason).await);
+            return;
+        }
+
+        let run = CONTEXT.scope(self.context.clone(), async {
+            AssertUnwindSafe(runnable.run(&self.queue))
+                .catch_unwind()
+                .await
+        });
+        tokio::pin!(run);
+        let mut beat = tokio::time::interval(self.settings.heartbeat);
+        beat.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = beat.tick() => {
+                    if let Err(err) = self.queue.touch(task.id).await {
+                        tracing::warn!(task = %task.id, error = %err, "cannot touch a running task");
+                    }
+                }
+            }
+        };
+
+        let error = match outcome {
+            Ok(Ok(())) => {
+                self.record(self.queue.remove_task(&task.id).await);
+                return;
+            }
+            Ok(Err(err)) => err.description,
+            Err(panic) => format!("task panicked: {}", panic_message(&*panic)),
+        };
+        if task.retries < runnable.max_retries() {
+            let backoff = runnable.backoff(task.retries.max(0) as u32);
+            tracing::warn!(task = %task.id, %error, backoff, "task failed; will retry");
+            self.record(self.queue.schedule_retry(&task, backoff, &error).await);
+        } else {
+            tracing::error!(task = %task.id, %error, "task failed for good");
+            self.record(self.queue.fail_task(&task, &error).await);
+        }
+    }
+
+    fn record<T>(&self, result: Result<T, fang::AsyncQueueError>) {
+        if let Err(err) = result {
+            // The row stays in_progress and goes stale: another worker will take it again.
+            tracing::error!(worker = self.n, error = %err, "cannot record a task's outcome");
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}

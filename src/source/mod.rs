@@ -1,0 +1,324 @@
+//! The upstream court source: where process listings and document bytes come from.
+//!
+//! Two kinds of source share one contract:
+//!
+//! - `http(s)://BASE`: `GET BASE/processes/{number}` answers the listing as JSON (404 for an
+//!   unknown process), and each document's `url` is fetched as is when absolute, or as a path
+//!   **under** `BASE` when relative. `BASE` is treated as a directory: with
+//!   `http://host/api`, both `/files/d1` and `files/d1` mean `http://host/api/files/d1`. This
+//!   is deliberately not RFC 3986 root-relative resolution, so that a source mounted under a
+//!   path prefix works with listings written for a source at the root.
+//! - `file://DIR`: `DIR/{number}/process.json` holds the same listing, and relative document
+//!   urls name files in that process folder.
+//!
+//! [`Source::lookup`] retries transient failures itself; [`Source::open`] makes exactly one
+//! attempt, because the task queue above retries documents. [`verify()`] checks length,
+//! SHA-256 and the size cap while the bytes stream past.
+
+mod file;
+mod http;
+mod path;
+mod retry;
+mod validate;
+pub mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::domain::ProcessNumber;
+
+pub use verify::{check_announced, verify, Verified, VerifiedDigest};
+
+/// A process as the source lists it: its metadata and every document in its case file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProcessListing {
+    /// The formatted process number (normalized to the number that was looked up).
+    pub number: String,
+    /// The court, e.g. `TJSP`.
+    pub court: Option<String>,
+    /// The procedural class.
+    #[serde(rename = "class")]
+    pub class: Option<String>,
+    /// The subject matter.
+    pub subject: Option<String>,
+    /// The documents, in the source's order.
+    pub documents: Vec<ListedDocument>,
+}
+
+/// One document of a process, as listed by the source.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListedDocument {
+    /// Stable, unique within the process.
+    pub id: String,
+    /// File name as shown to people, e.g. `Petição inicial.pdf`.
+    pub name: String,
+    /// Kind of filing, e.g. `Petição Inicial`.
+    pub kind: Option<String>,
+    /// Absolute `http(s)://` url, or relative to the source (or to the process folder).
+    pub url: String,
+    /// Announced size in bytes.
+    pub size: Option<i64>,
+    /// Announced SHA-256, lowercase hex after validation.
+    pub sha256: Option<String>,
+    /// Announced media type.
+    #[serde(rename = "mimeType")]
+    pub mime_type: Option<String>,
+}
+
+/// How to reach the source and how hard to try when looking processes up.
+#[derive(Clone)]
+pub struct SourceConfig {
+    /// `http://…`, `https://…` or `file://…`.
+    pub url: String,
+    /// Sent as `Authorization: Bearer …`, only to the source's own origin.
+    pub token: Option<String>,
+    /// Whole-request timeout for lookups; also the wait for a document's response headers
+    /// and the longest pause allowed between two reads of a document body.
+    pub request_timeout: Duration,
+    /// Attempts per lookup, the first included (0 is taken as 1).
+    pub lookup_attempts: u32,
+    /// Wait before the second attempt; doubles for each later one, with jitter.
+    pub lookup_backoff: Duration,
+}
+
+impl SourceConfig {
+    /// A configuration for `url` with defaults suited to a public court source.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+            request_timeout: Duration::from_secs(30),
+            lookup_attempts: 4,
+            lookup_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+impl fmt::Debug for SourceConfig {
+    // Hand-written so that the token never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("request_timeout", &self.request_timeout)
+            .field("lookup_attempts", &self.lookup_attempts)
+            .field("lookup_backoff", &self.lookup_backoff)
+            .finish()
+    }
+}
+
+/// The upstream source. Cheap to clone: every clone shares one HTTP client.
+#[derive(Clone)]
+pub struct Source {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    kind: Kind,
+    http: http::Http,
+    lookup_attempts: u32,
+    lookup_backoff: Duration,
+}
+
+enum Kind {
+    Http { base: Url },
+    File { root: PathBuf },
+}
+
+/// An opened document body, not yet read.
+pub struct DocumentBody {
+    /// `Content-Length` (or the file's size), when known.
+    pub content_length: Option<u64>,
+    /// `Content-Type` from the source, or the listed media type for files.
+    pub content_type: Option<String>,
+    /// The bytes; an error item means the attempt failed and nothing after it can be trusted.
+    pub stream: BoxStream<'static, Result<bytes::Bytes, SourceError>>,
+}
+
+impl fmt::Debug for DocumentBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DocumentBody")
+            .field("content_length", &self.content_length)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong talking to the source, classified by what the caller should do next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// Worth another attempt later (5xx, 429, timeouts, broken connections, bad bytes).
+    #[error("{message}")]
+    Retryable {
+        /// What happened, for people.
+        message: String,
+        /// How long the source asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// Retrying cannot help (404, other 4xx, over the size cap, unsafe url).
+    #[error("{message}")]
+    Permanent {
+        /// What happened, for people.
+        message: String,
+    },
+    /// The source (or its configuration) does not follow the contract.
+    #[error("{message}")]
+    Invalid {
+        /// What happened, for people.
+        message: String,
+    },
+}
+
+impl SourceError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SourceError::Retryable { .. })
+    }
+
+    /// The wait the source asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SourceError::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn retryable(message: impl Into<String>) -> Self {
+        SourceError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
+        SourceError::Permanent {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        SourceError::Invalid {
+            message: message.into(),
+        }
+    }
+}
+
+impl Source {
+    /// Builds a source from its configuration. Accepts `http://`, `https://` and `file://`
+    /// (an existing directory); anything else is an [`SourceError::Invalid`] naming the URL.
+    pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
+        let url = Url::parse(cfg.url.trim()).map_err(|e| {
+            SourceError::invalid(format!("source URL `{}` is not a valid URL: {e}", cfg.url))
+        })?;
+        let shown = redacted(&url);
+        let kind = match url.scheme() {
+            "http" | "https" => Kind::Http {
+                base: http::base_directory(url, &shown)?,
+            },
+            "file" => Kind::File {
+                root: file::root_directory(&url, &shown)?,
+            },
+            other => {
+                return Err(SourceError::invalid(format!(
+                    "source URL `{shown}` has unsupported scheme `{other}`: \
+                     expected http://, https:// or file://"
+                )))
+            }
+        };
+        let http = http::Http::new(cfg.token.as_deref(), cfg.request_timeout)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                kind,
+                http,
+                lookup_attempts: cfg.lookup_attempts.max(1),
+                lookup_backoff: cfg.lookup_backoff,
+            }),
+        })
+    }
+
+    /// The source for logs: its URL without credentials, and whether a token is configured.
+    pub fn describe(&self) -> String {
+        match &self.inner.kind {
+            Kind::Http { base } => {
+                let token = if self.inner.http.has_token() {
+                    "with token"
+                } else {
+                    "without token"
+                };
+                format!("{} ({token})", redacted(base))
+            }
+            Kind::File { root } => format!("file://{}", root.display()),
+        }
+    }
+
+    /// Looks a process up. `Ok(None)` when the source does not know it. Retryable failures
+    /// are retried up to `lookup_attempts` times with exponential backoff and jitter, honouring
+    /// `Retry-After` (capped); the listing is validated and normalized before it is returned.
+    pub async fn lookup(
+        &self,
+        number: &ProcessNumber,
+    ) -> Result<Option<ProcessListing>, SourceError> {
+        let inner = &self.inner;
+        let what = format!("process {number}");
+        retry::with_retries(
+            &what,
+            inner.lookup_attempts,
+            inner.lookup_backoff,
+            || async {
+                match &inner.kind {
+                    Kind::Http { base } => inner.http.lookup(base, number).await,
+                    Kind::File { root } => file::lookup(root, number).await,
+                }
+            },
+        )
+        .await
+    }
+
+    /// Makes one attempt to open a document's body (the caller's queue does the retrying).
+    ///
+    /// The bearer token goes only to the source's own origin, never to a third-party host.
+    /// A relative url that climbs out of the source base (or the process folder) is refused
+    /// as [`SourceError::Permanent`].
+    pub async fn open(
+        &self,
+        number: &ProcessNumber,
+        doc: &ListedDocument,
+    ) -> Result<DocumentBody, SourceError> {
+        let inner = &self.inner;
+        match &inner.kind {
+            Kind::Http { base } => {
+                let (url, same_origin) = http::resolve(base, doc)?;
+                inner.http.open(url, same_origin, doc).await
+            }
+            Kind::File { root } => match http::absolute_http(doc)? {
+                // No origin of a folder can match a web host, so such urls never get the token.
+                Some(url) => inner.http.open(url, false, doc).await,
+                None => file::open(root, number, doc).await,
+            },
+        }
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Source").field(&self.describe()).finish()
+    }
+}
+
+/// The URL with any user name and password removed, fit for logs and messages.
+fn redacted(url: &Url) -> String {
+    let mut url = url.clone();
+    // Both calls only fail for URLs that cannot carry credentials in the first place.
+    let _ = url.set_password(None);
+    let _ = url.set_username("");
+    url.to_string()
+}

@@ -1,0 +1,440 @@
+//! S3: streaming uploads and presigned download URLs.
+//!
+//! One code path for real S3 and the embedded store: aws-sdk-s3 with a configurable endpoint
+//! and path-style addressing. Bodies stream through a buffer of one part: a document smaller
+//! than a part is sent with one `PutObject`, a larger one as a multipart upload, so memory stays
+//! the same whatever the document's size.
+
+use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Object metadata key holding the document's SHA-256 (`x-amz-meta-sha256`).
+pub const SHA256_METADATA: &str = "sha256";
+
+/// Size of one multipart part, and the threshold above which uploads are multipart.
+/// S3 needs at least 5 MiB per part (but the last).
+pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// Where and how to reach the bucket.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Endpoint URL; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    /// Bucket name.
+    pub bucket: String,
+    /// Region.
+    pub region: String,
+    /// Static credentials; `None` for the AWS SDK's default chain.
+    pub credentials: Option<(String, String)>,
+    /// Multipart part size (and single-upload threshold).
+    pub part_size: usize,
+}
+
+/// The bucket, through aws-sdk-s3.
+#[derive(Clone)]
+pub struct Storage {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    part_size: usize,
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Object key.
+    pub key: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the bytes stored.
+    pub sha256: String,
+}
+
+/// A presigned GET URL and when it stops working.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedUrl {
+    /// The URL.
+    pub url: String,
+    /// Its expiry.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why an upload did not complete. Nothing is left behind in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError<E> {
+    /// The body stream failed (source error, length or checksum mismatch).
+    #[error("{0}")]
+    Body(E),
+    /// S3 refused or failed.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// A storage failure outside uploads.
+#[derive(Debug, thiserror::Error)]
+#[error("storage: {0}")]
+pub struct StorageError(pub String);
+
+fn describe<E: std::error::Error>(err: E) -> String {
+    // aws-sdk errors print "service error" at the top; the source chain says what happened.
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    message
+}
+
+impl Storage {
+    /// Builds the client. Credentials come from the config or the AWS SDK's default chain.
+    pub async fn connect(config: &StorageConfig) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()));
+        if let Some((key, secret)) = &config.credentials {
+            loader =
+                loader.credentials_provider(Credentials::new(key, secret, None, None, "autos"));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(true)
+            // Checksums in trailers (aws-chunked) are not spoken by every S3-compatible server;
+            // autos verifies SHA-256 itself and stores it in metadata.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint.trim_end_matches('/'));
+        }
+        Storage {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+            part_size: config.part_size.max(5 * 1024 * 1024),
+        }
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The underlying client (for tests and tools).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// Creates the bucket unless it exists.
+    pub async fn ensure_bucket(&self) -> Result<(), StorageError> {
+        if self.ping().await {
+            return Ok(());
+        }
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let owned = err
+                    .as_service_error()
+                    .map(|e| e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists())
+                    .unwrap_or(false);
+                if owned {
+                    Ok(())
+                } else {
+                    Err(StorageError(format!(
+                        "cannot create bucket {}: {}",
+                        self.bucket,
+                        describe(err)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Whether the bucket answers.
+    pub async fn ping(&self) -> bool {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// Streams `body` into `key`, computing its SHA-256 on the way and storing it in metadata.
+    ///
+    /// An error from the stream aborts the upload: a body that fails its length or checksum
+    /// check never becomes an object.
+    pub async fn put_stream<S, E>(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: S,
+    ) -> Result<StoredObject, UploadError<E>>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+    {
+        let mut body = body;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut buffer = BytesMut::with_capacity(self.part_size);
+        let mut multipart: Option<Multipart> = None;
+
+        let result = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(UploadError::Body)?;
+                hasher.update(&chunk);
+                size += chunk.len() as u64;
+                buffer.extend_from_slice(&chunk);
+                while buffer.len() >= self.part_size {
+                    let part = buffer.split_to(self.part_size).freeze();
+                    if multipart.is_none() {
+                        multipart = Some(self.start_multipart(key, content_type).await?);
+                    }
+                    if let Some(upload) = multipart.as_mut() {
+                        self.upload_part(key, upload, part).await?;
+                    }
+                }
+            }
+            let sha256 = hex::encode(hasher.finalize_reset());
+            match multipart.as_mut() {
+                None => {
+                    self.client
+                        .put_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .content_type(content_type)
+                        .content_length(buffer.len() as i64)
+                        .metadata(SHA256_METADATA, &sha256)
+                        .body(ByteStream::from(buffer.split().freeze()))
+                        .send()
+                        .await
+                        .map_err(|e| UploadError::Storage(describe(e)))?;
+                }
+                Some(upload) => {
+                    if !buffer.is_empty() {
+                        let last = buffer.split().freeze();
+                        self.upload_part(key, upload, last).await?;
+                    }
+                    self.complete_multipart(key, upload).await?;
+                    // The checksum is known only now: set it by copying the object onto itself.
+                    self.client
+                        .copy_object()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .copy_source(format!("{}/{}", self.bucket, encode_key(key)))
+                        .metadata_directive(MetadataDirective::Replace)
+                        .content_type(content_type)
+                        .metadata(SHA256_METADATA, &sha256)
+                        .send()
+                        .await
+                        .map_err(|e| UploadError::Storage(describe(e)))?;
+                }
+            }
+            Ok(StoredObject {
+                key: key.to_string(),
+                size,
+                sha256,
+            })
+        }
+        .await;
+
+        if result.is_err() {
+            if let Some(upload) = multipart {
+                if !upload.completed {
+                    self.abort_multipart(key, &upload.id).await;
+                }
+            }
+        }
+        result
+    }
+
+    async fn start_multipart<E>(
+        &self,
+        key: &str,
+        content_type: &str,
+    ) -> Result<Multipart, UploadError<E>> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .send()
+            .await
+            .map_err(|e| UploadError::Storage(describe(e)))?;
+        let id = created
+            .upload_id()
+            .ok_or_else(|| UploadError::Storage("no upload id in CreateMultipartUpload".into()))?;
+        Ok(Multipart {
+            id: id.to_string(),
+            parts: Vec::new(),
+            completed: false,
+        })
+    }
+
+    async fn upload_part<E>(
+        &self,
+        key: &str,
+        upload: &mut Multipart,
+        part: Bytes,
+    ) -> Result<(), UploadError<E>> {
+        let number = upload.parts.len() as i32 + 1;
+        let done = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.id)
+            .part_number(number)
+            .content_length(part.len() as i64)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .map_err(|e| UploadError::Storage(describe(e)))?;
+        upload.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(done.e_tag().map(str::to_string))
+                .build(),
+        );
+        Ok(())
+    }
+
+    async fn complete_multipart<E>(
+        &self,
+        key: &str,
+        upload: &mut Multipart,
+    ) -> Result<(), UploadError<E>> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&upload.id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(upload.parts.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| UploadError::Storage(describe(e)))?;
+        upload.completed = true;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await;
+        if let Err(err) = aborted {
+            tracing::warn!(key, error = %describe(err), "could not abort a multipart upload");
+        }
+    }
+
+    /// A presigned GET URL for `key`, offering `file_name` as the download name.
+    ///
+    /// The signing time is rounded down to a window of a tenth of `ttl` (at most an hour), so
+    /// every caller within one window gets the same URL, and a URL handed out always has at least
+    /// nine tenths of its lifetime left: a fresh one is issued before the previous one runs out.
+    pub async fn presign_get(
+        &self,
+        key: &str,
+        file_name: &str,
+        content_type: Option<&str>,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<PresignedUrl, StorageError> {
+        let start = signing_window_start(now, ttl);
+        let config = PresigningConfig::builder()
+            .start_time(start)
+            .expires_in(ttl)
+            .build()
+            .map_err(|e| StorageError(describe(e)))?;
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .response_content_disposition(crate::domain::names::content_disposition(file_name));
+        if let Some(content_type) = content_type {
+            request = request.response_content_type(content_type);
+        }
+        let presigned = request
+            .presigned(config)
+            .await
+            .map_err(|e| StorageError(describe(e)))?;
+        let expires_at: DateTime<Utc> = (start + ttl).into();
+        Ok(PresignedUrl {
+            url: presigned.uri().to_string(),
+            expires_at,
+        })
+    }
+}
+
+struct Multipart {
+    id: String,
+    parts: Vec<CompletedPart>,
+    completed: bool,
+}
+
+/// Start of the signing window that contains `now`.
+pub fn signing_window_start(now: SystemTime, ttl: Duration) -> SystemTime {
+    let window = (ttl.as_secs() / 10).clamp(1, 3600);
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    UNIX_EPOCH + Duration::from_secs(secs - secs % window)
+}
+
+/// Percent-encodes a key for `x-amz-copy-source`, keeping `/` as the separator.
+fn encode_key(key: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    utf8_percent_encode(key, KEEP).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signing_windows_keep_most_of_the_lifetime() {
+        let ttl = Duration::from_secs(3600);
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let start = signing_window_start(t0, ttl);
+        assert!(start <= t0);
+        assert!(t0.duration_since(start).unwrap() < Duration::from_secs(360));
+        // same window, same start: the URL stays stable between close calls
+        assert_eq!(
+            start,
+            signing_window_start(t0 + Duration::from_secs(1), ttl)
+        );
+        let later = t0 + Duration::from_secs(400);
+        assert!(signing_window_start(later, ttl) > start);
+    }
+
+    #[test]
+    fn copy_source_keys_are_encoded() {
+        assert_eq!(
+            encode_key("processos/1/documentos/d1/Petição inicial.pdf"),
+            "processos/1/documentos/d1/Peti%C3%A7%C3%A3o%20inicial.pdf"
+        );
+    }
+}
