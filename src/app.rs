@@ -76,7 +76,7 @@ async fn database(config: &Config, embedded: &mut Embedded) -> anyhow::Result<St
             dir.display()
         )
     })?;
-    tracing::info!(dir = %dir.display(), url = pg.url(), "DATABASE_URL not set: using the embedded PostgreSQL");
+    tracing::info!(dir = %dir.display(), "DATABASE_URL not set: using the embedded PostgreSQL");
     let url = pg.url().to_string();
     embedded.postgres = Some(pg);
     Ok(url)

@@ -49,7 +49,6 @@ const INSTALL_HINT: &str = "Install PostgreSQL (Debian/Ubuntu: `sudo apt-get ins
 ///
 /// Dropping it leaves the server running (the next start reuses it); [`EmbeddedPostgres::stop`]
 /// shuts it down.
-#[derive(Debug)]
 pub struct EmbeddedPostgres {
     url: String,
     /// The server and the `pg_ctl stop` that ends it, when this process started it.
@@ -119,6 +118,17 @@ impl EmbeddedPostgres {
         run(&mut pg_ctl, "pg_ctl stop").await?;
         child.wait().await?;
         Ok(())
+    }
+}
+
+/// Leaves out the URL: it holds the superuser password.
+impl std::fmt::Debug for EmbeddedPostgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let started_here = self.owned.is_some();
+        let mut debug = f.debug_struct("EmbeddedPostgres");
+        debug
+            .field("started_here", &started_here)
+            .finish_non_exhaustive()
     }
 }
 

@@ -2,6 +2,11 @@
 //!
 //! Clients use path-style addressing (`http://127.0.0.1:PORT/bucket/key`), so no virtual-host
 //! parser is installed: without one, s3s treats every request as path-style.
+//!
+//! Keys too long for the file names s3s-fs derives from them are stored under a hash of the key
+//! ([`keys`]), so that the store takes every key S3 does.
+
+mod keys;
 
 use std::fs;
 use std::io::ErrorKind;
@@ -21,14 +26,14 @@ use tokio::sync::watch;
 /// How long in-flight requests may run on after `shutdown` before their connections are dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running S3-compatible server (s3s-fs: one directory per bucket, one file per object).
+/// A running S3-compatible server (s3s-fs: one directory per bucket, one file per object, keys
+/// of up to 1024 bytes).
 ///
 /// Every request must be signed with SigV4 (header or presigned query) using the configured
 /// credentials; unsigned requests get `403 AccessDenied`.
 ///
 /// Dropping the value does not stop the server (it then lives as long as the Tokio runtime);
 /// call [`EmbeddedS3::shutdown`] to stop it.
-#[derive(Debug)]
 pub struct EmbeddedS3 {
     endpoint: String,
     access_key: String,
@@ -91,6 +96,9 @@ impl EmbeddedS3 {
         let store = s3s_fs::FileSystem::new(dir);
         // s3s_fs::Error implements Debug only.
         let store = store.map_err(|e| anyhow!("opening the S3 store in {shown}: {e:?}"))?;
+        // The directory as s3s-fs resolves it.
+        let root = fs::canonicalize(dir).with_context(|| format!("resolving {shown}"))?;
+        let store = keys::LongKeys::new(store, root);
         let mut builder = S3ServiceBuilder::new(store);
         builder.set_auth(SimpleAuth::from_single(access_key, secret));
         let service = builder.build();
@@ -134,6 +142,17 @@ impl EmbeddedS3 {
     /// seconds). Returns at once: the port is released shortly after.
     pub fn shutdown(self) {
         self.stop.send_replace(true);
+    }
+}
+
+/// Leaves out the secret key.
+impl std::fmt::Debug for EmbeddedS3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut debug = f.debug_struct("EmbeddedS3");
+        debug
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key);
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -376,5 +395,336 @@ mod tests {
             .unwrap();
         second.shutdown();
         let _ = fs::remove_dir_all(root);
+    }
+
+    /// A key of exactly 600 bytes with accents and spaces, as autos builds for a document with a
+    /// long source id and name.
+    fn long_key(number: &str) -> String {
+        let source = "fonte ação ".repeat(19);
+        let mut key = format!("processos/{number}/documentos/{source}/");
+        let name = "Petição inicial ";
+        while key.len() + name.len() <= 596 {
+            key.push_str(name);
+        }
+        while key.len() < 596 {
+            key.push('x');
+        }
+        key.push_str(".pdf");
+        assert_eq!(key.len(), 600);
+        key
+    }
+
+    /// `x-amz-copy-source` for `key` in `B`, encoded as autos' storage does.
+    fn copy_source(key: &str) -> String {
+        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+        const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'/')
+            .remove(b'-')
+            .remove(b'_')
+            .remove(b'.')
+            .remove(b'~');
+        format!("{B}/{}", utf8_percent_encode(key, KEEP))
+    }
+
+    fn hashed_path(dir: &Path, key: &str) -> std::path::PathBuf {
+        use sha2::Digest as _;
+        let hash = hex::encode(sha2::Sha256::digest(key));
+        dir.join(B).join(".long").join(hash)
+    }
+
+    async fn put(c: &Client, key: &str, body: &[u8], sha256: &str) {
+        let put = c
+            .put_object()
+            .bucket(B)
+            .key(key)
+            .content_type("application/pdf");
+        let put = put.metadata("sha256", sha256).body(body.to_vec().into());
+        put.send().await.unwrap();
+    }
+
+    async fn get(c: &Client, key: &str) -> Vec<u8> {
+        let got = c.get_object().bucket(B).key(key).send().await.unwrap();
+        got.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    async fn list(c: &Client, prefix: &str) -> Vec<String> {
+        let listed = c.list_objects_v2().bucket(B).prefix(prefix).send().await;
+        let listed = listed.unwrap();
+        let keys = listed.contents().iter().filter_map(|o| o.key());
+        keys.map(str::to_owned).collect()
+    }
+
+    /// Uploads `bodies` as the parts of `key`; returns the key CompleteMultipartUpload answers.
+    async fn multipart(c: &Client, key: &str, bodies: &[Vec<u8>]) -> Option<String> {
+        let create = c.create_multipart_upload().bucket(B).key(key);
+        let upload = create.content_type("application/pdf").send().await.unwrap();
+        assert_eq!(upload.key(), Some(key));
+        let id = upload.upload_id().unwrap();
+        let mut parts = Vec::new();
+        for (n, data) in (1..).zip(bodies) {
+            let part = c.upload_part().bucket(B).key(key).upload_id(id);
+            let out = part.part_number(n).body(data.clone().into()).send().await;
+            let e_tag = out.unwrap().e_tag().unwrap().to_owned();
+            parts.push(CompletedPart::builder().part_number(n).e_tag(e_tag).build());
+        }
+        let done = Upload::builder().set_parts(Some(parts)).build();
+        let complete = c
+            .complete_multipart_upload()
+            .bucket(B)
+            .key(key)
+            .upload_id(id);
+        let completed = complete.multipart_upload(done).send().await.unwrap();
+        completed.key().map(str::to_owned)
+    }
+
+    #[tokio::test]
+    async fn serves_long_keys() {
+        let dir = temp_dir();
+        let s3 = start(&dir).await;
+        let c = client(&s3);
+        c.create_bucket().bucket(B).send().await.unwrap();
+        let key = long_key("0001234-56.2024.8.26.0100");
+        let other = long_key("0009999-00.2024.8.26.0100");
+        let body = b"%PDF-1.4 long".to_vec();
+        put(&c, &key, &body, "abc").await;
+        put(&c, &other, b"other", "def").await;
+
+        let only_sha256 = std::collections::HashMap::from([("sha256".into(), "abc".into())]);
+        let got = c.get_object().bucket(B).key(&key).send().await.unwrap();
+        assert_eq!(got.content_type(), Some("application/pdf"));
+        assert_eq!(got.metadata(), Some(&only_sha256));
+        assert_eq!(got.body.collect().await.unwrap().into_bytes(), body);
+        let head = c.head_object().bucket(B).key(&key).send().await.unwrap();
+        assert_eq!(head.content_length(), Some(body.len() as i64));
+        assert_eq!(head.content_type(), Some("application/pdf"));
+        assert_eq!(head.metadata(), Some(&only_sha256));
+
+        // Stored under the hash of the key, the key beside it.
+        let hashed = hashed_path(&dir, &key);
+        assert_eq!(fs::read(&hashed).unwrap(), body);
+        let index = fs::read_to_string(hashed.with_extension("key")).unwrap();
+        assert_eq!(index, key);
+        assert!(!dir.join(B).join("processos").exists());
+
+        // The signature covers the key the client signed, not the storage key.
+        let disposition =
+            "attachment; filename=\"Peticao.pdf\"; filename*=UTF-8''Peti%C3%A7%C3%A3o.pdf";
+        let get = c.get_object().bucket(B).key(&key);
+        let get = get.response_content_disposition(disposition);
+        let url = get.presigned(presigning(60)).await.unwrap();
+        let resp = reqwest::get(url.uri()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-disposition"], disposition);
+        assert_eq!(resp.bytes().await.unwrap(), body);
+        let forged = url.uri().replace("0001234-56", "0009999-00");
+        assert_eq!(reqwest::get(forged).await.unwrap().status(), 403);
+
+        // Listings show the keys, filtered on them.
+        assert_eq!(list(&c, "").await, [key.clone(), other.clone()]);
+        assert_eq!(
+            list(&c, "processos/0001234-56.2024.8.26.0100/").await,
+            [key.as_str()]
+        );
+        assert_eq!(list(&c, &key[..590]).await, [key.as_str()]);
+        assert_eq!(list(&c, &key).await, [key.as_str()]);
+        assert!(list(&c, &format!("{key}x")).await.is_empty());
+        let grouped = c
+            .list_objects_v2()
+            .bucket(B)
+            .prefix("processos/")
+            .delimiter("/");
+        let grouped = grouped.send().await.unwrap();
+        let prefixes: Vec<_> = grouped
+            .common_prefixes()
+            .iter()
+            .map(|p| p.prefix())
+            .collect();
+        let expected = [
+            "processos/0001234-56.2024.8.26.0100/",
+            "processos/0009999-00.2024.8.26.0100/",
+        ];
+        assert_eq!(prefixes, expected.map(Some));
+        assert!(grouped.contents().is_empty());
+        let first = c
+            .list_objects_v2()
+            .bucket(B)
+            .max_keys(1)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.contents()[0].key(), Some(key.as_str()));
+        assert_eq!(first.is_truncated(), Some(true));
+        let token = first.next_continuation_token().unwrap();
+        let next = c.list_objects_v2().bucket(B).continuation_token(token);
+        let next = next.send().await.unwrap();
+        assert_eq!(next.contents()[0].key(), Some(other.as_str()));
+        assert_eq!(next.is_truncated(), Some(false));
+        let v1 = c
+            .list_objects()
+            .bucket(B)
+            .prefix("processos/0009")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v1.contents()[0].key(), Some(other.as_str()));
+
+        c.delete_object().bucket(B).key(&key).send().await.unwrap();
+        assert!(c.head_object().bucket(B).key(&key).send().await.is_err());
+        assert!(!hashed.exists());
+        assert_eq!(list(&c, "").await, [other.as_str()]);
+
+        s3.shutdown();
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn multipart_uploads_and_copies_long_keys() {
+        let dir = temp_dir();
+        let s3 = start(&dir).await;
+        let c = client(&s3);
+        c.create_bucket().bucket(B).send().await.unwrap();
+        let key = long_key("0001234-56.2024.8.26.0100");
+
+        let bodies = [vec![b'a'; 5 * 1024 * 1024], b"tail".to_vec()];
+        assert_eq!(multipart(&c, &key, &bodies).await, Some(key.clone()));
+        // As autos sets the checksum once the upload is complete.
+        let copy = c
+            .copy_object()
+            .bucket(B)
+            .key(&key)
+            .copy_source(copy_source(&key));
+        let copy = copy.metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace);
+        let copy = copy
+            .content_type("application/pdf")
+            .metadata("sha256", "def");
+        copy.send().await.unwrap();
+        let head = c.head_object().bucket(B).key(&key).send().await.unwrap();
+        assert_eq!(head.content_type(), Some("application/pdf"));
+        assert_eq!(sha256_of(&c, &key).await.as_deref(), Some("def"));
+        assert_eq!(get(&c, &key).await, bodies.concat());
+        assert_eq!(list(&c, "processos/").await, [key.as_str()]);
+
+        // Copies from and to long keys, metadata copied.
+        let copied = long_key("0009999-00.2024.8.26.0100");
+        let copy = c
+            .copy_object()
+            .bucket(B)
+            .key(&copied)
+            .copy_source(copy_source(&key));
+        copy.send().await.unwrap();
+        assert_eq!(sha256_of(&c, &copied).await.as_deref(), Some("def"));
+        assert_eq!(get(&c, &copied).await, bodies.concat());
+        let copy = c
+            .copy_object()
+            .bucket(B)
+            .key("short")
+            .copy_source(copy_source(&key));
+        copy.send().await.unwrap();
+        assert_eq!(sha256_of(&c, "short").await.as_deref(), Some("def"));
+
+        // An aborted upload leaves nothing behind.
+        let aborted = long_key("0005555-00.2024.8.26.0100");
+        let create = c.create_multipart_upload().bucket(B).key(&aborted);
+        let upload = create.send().await.unwrap();
+        let id = upload.upload_id().unwrap();
+        let part = c
+            .upload_part()
+            .bucket(B)
+            .key(&aborted)
+            .upload_id(id)
+            .part_number(1);
+        part.body(b"part".to_vec().into()).send().await.unwrap();
+        let abort = c
+            .abort_multipart_upload()
+            .bucket(B)
+            .key(&aborted)
+            .upload_id(id);
+        abort.send().await.unwrap();
+        let leftovers = fs::read_dir(&dir).unwrap().filter_map(Result::ok);
+        let leftovers: Vec<_> = leftovers
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.contains(&id.to_string()))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(c
+            .head_object()
+            .bucket(B)
+            .key(&aborted)
+            .send()
+            .await
+            .is_err());
+        assert_eq!(
+            list(&c, "processos/").await,
+            [key.as_str(), copied.as_str()]
+        );
+
+        s3.shutdown();
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn short_keys_keep_their_layout() {
+        use base64::engine::{general_purpose::URL_SAFE_NO_PAD, Engine as _};
+
+        let dir = temp_dir();
+        let s3 = start(&dir).await;
+        let c = client(&s3);
+        c.create_bucket().bucket(B).send().await.unwrap();
+        // The longest key whose multipart side files fit s3s-fs's file names for bucket `autos`.
+        let longest = format!("processos/1/documentos/{}x", "ç".repeat(53));
+        assert_eq!(longest.len(), 130);
+        put(&c, "doc", b"short", "abc").await;
+        let bodies = [vec![b'b'; 5 * 1024 * 1024], b"end".to_vec()];
+        assert_eq!(
+            multipart(&c, &longest, &bodies).await,
+            Some(longest.clone())
+        );
+
+        for (key, body) in [("doc", b"short".to_vec()), (&longest, bodies.concat())] {
+            assert_eq!(fs::read(dir.join(B).join(key)).unwrap(), body);
+            let (bucket, object) = (URL_SAFE_NO_PAD.encode(B), URL_SAFE_NO_PAD.encode(key));
+            let side = dir.join(format!(".bucket-{bucket}.object-{object}.metadata.json"));
+            assert!(side.is_file(), "{}", side.display());
+            assert_eq!(get(&c, key).await, body);
+        }
+        assert!(!dir.join(B).join(".long").exists());
+        assert_eq!(list(&c, "").await, ["doc", longest.as_str()]);
+
+        // One byte more is stored under its hash.
+        let hashed = format!("{longest}x");
+        put(&c, &hashed, b"hashed", "abc").await;
+        assert!(hashed_path(&dir, &hashed).is_file());
+        assert_eq!(
+            list(&c, "processos/").await,
+            [longest.as_str(), hashed.as_str()]
+        );
+
+        s3.shutdown();
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn reads_then_moves_keys_an_older_store_kept_under_themselves() {
+        let dir = temp_dir();
+        let s3 = start(&dir).await;
+        let c = client(&s3);
+        c.create_bucket().bucket(B).send().await.unwrap();
+        // Short enough for s3s-fs's PutObject (163 bytes), too long for its multipart uploads.
+        let key = format!("processos/1/documentos/d1/{}.pdf", "n".repeat(120));
+        assert_eq!(key.len(), 150);
+        let old = dir.join(B).join(&key);
+        fs::create_dir_all(old.parent().unwrap()).unwrap();
+        fs::write(&old, b"old").unwrap();
+
+        assert_eq!(get(&c, &key).await, b"old");
+        assert_eq!(list(&c, "processos/").await, [key.as_str()]);
+        put(&c, &key, b"new", "abc").await;
+        assert!(!old.exists());
+        assert!(hashed_path(&dir, &key).is_file());
+        assert_eq!(get(&c, &key).await, b"new");
+        assert_eq!(list(&c, "processos/").await, [key.as_str()]);
+
+        s3.shutdown();
+        let _ = fs::remove_dir_all(dir);
     }
 }
