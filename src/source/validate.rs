@@ -29,6 +29,9 @@ pub(super) fn listing_from_json(
     }
     for field in [&mut listing.court, &mut listing.class, &mut listing.subject] {
         blank_to_none(field);
+        if let Some(text) = field {
+            replace_nul(text);
+        }
     }
 
     let mut ids = HashSet::new();
@@ -39,6 +42,16 @@ pub(super) fn listing_from_json(
         }
         if !ids.insert(doc.id.clone()) {
             return Err(invalid(format!("lists document id `{}` twice", doc.id)));
+        }
+        if doc.id.contains('\0') || doc.url.contains('\0') {
+            return Err(invalid(format!(
+                "gives document #{position} an id or url with a NUL character"
+            )));
+        }
+        // PostgreSQL text cannot hold NUL; in a display string it can only be noise.
+        replace_nul(&mut doc.name);
+        for text in [&mut doc.kind, &mut doc.mime_type].into_iter().flatten() {
+            replace_nul(text);
         }
         let id = &doc.id;
         if doc.name.trim().is_empty() {
@@ -65,6 +78,12 @@ pub(super) fn listing_from_json(
         }
     }
     Ok(listing)
+}
+
+fn replace_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
 }
 
 fn blank_to_none(field: &mut Option<String>) {
@@ -94,6 +113,19 @@ mod tests {
             Err(SourceError::Invalid { message }) => message,
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn nul_characters_never_reach_the_database() {
+        let listing = check(json!({"number": NUMBER, "subject": "a\u{0}b",
+            "documents": [{"id": "d1", "name": "a\u{0}b.pdf", "kind": "x\u{0}", "url": "x"}]}))
+        .unwrap();
+        assert_eq!(listing.documents[0].name, "a\u{FFFD}b.pdf");
+        assert_eq!(listing.documents[0].kind.as_deref(), Some("x\u{FFFD}"));
+        assert_eq!(listing.subject.as_deref(), Some("a\u{FFFD}b"));
+        let message = invalid(json!({"number": NUMBER,
+            "documents": [{"id": "d\u{0}", "name": "a.pdf", "url": "x"}]}));
+        assert!(message.contains("NUL"), "{message}");
     }
 
     #[test]
