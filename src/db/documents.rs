@@ -8,7 +8,7 @@
 
 use super::jobs::{self, JobRow};
 use super::DbError;
-use crate::domain::status::DocumentStatus;
+use crate::domain::status::{DocumentStatus, JobStatus};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use std::time::Duration;
@@ -143,7 +143,8 @@ pub struct Claim {
 }
 
 /// Takes a PENDING, due document of an active job for this worker (PENDING → PROCESSING),
-/// counting an attempt; moves a QUEUED job to RUNNING. `None` if it is not there to take.
+/// counting an attempt and moving its job's count (and a QUEUED job to RUNNING), in one
+/// statement. `None` if it is not there to take.
 pub async fn claim(
     pool: &PgPool,
     document_id: Uuid,
@@ -151,45 +152,45 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Option<Claim>, DbError> {
     DocumentStatus::Pending.check(DocumentStatus::Processing)?;
-    let mut tx = pool.begin().await?;
+    JobStatus::Queued.check(JobStatus::Running)?;
     let token = Uuid::new_v4();
-    let claimed: Option<DocumentRow> = sqlx::query_as(
-        "UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
-                claim_token = $3, lease_until = now() + make_interval(secs => $4),
-                updated_at = now()
-         WHERE id = $1 AND job_id = $2 AND status = 'PENDING'
-           AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-           AND EXISTS (SELECT 1 FROM download_jobs j
-                       WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
-         RETURNING *",
+    let claimed: Option<ClaimRow> = sqlx::query_as(
+        "WITH claimed AS (
+            UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
+                   claim_token = $3, lease_until = now() + make_interval(secs => $4),
+                   updated_at = now()
+            WHERE id = $1 AND job_id = $2 AND status = 'PENDING'
+              AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+              AND EXISTS (SELECT 1 FROM download_jobs j
+                          WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
+            RETURNING *),
+         counted AS (
+            UPDATE download_jobs SET pending = pending - 1, processing = processing + 1,
+                   status = CASE WHEN status = 'QUEUED' THEN 'RUNNING' ELSE status END,
+                   started_at = coalesce(started_at, now()), updated_at = now()
+            WHERE id = $2 AND EXISTS (SELECT 1 FROM claimed)
+            RETURNING id)
+         SELECT c.*, p.number AS process_number
+         FROM claimed c JOIN processes p ON p.id = c.process_id",
     )
     .bind(document_id)
     .bind(job_id)
     .bind(token)
     .bind(lease.as_secs_f64())
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
-    let Some(document) = claimed else {
-        return Ok(None);
-    };
-    jobs::shift_counts(
-        &mut tx,
-        job_id,
-        DocumentStatus::Pending,
-        DocumentStatus::Processing,
-    )
-    .await?;
-    jobs::mark_running(&mut tx, job_id).await?;
-    let (process_number,): (String,) = sqlx::query_as("SELECT number FROM processes WHERE id = $1")
-        .bind(document.process_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Some(Claim {
-        document,
-        process_number,
+    Ok(claimed.map(|row| Claim {
+        document: row.document,
+        process_number: row.process_number,
         token,
     }))
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    #[sqlx(flatten)]
+    document: DocumentRow,
+    process_number: String,
 }
 
 /// What a heartbeat found.
@@ -258,8 +259,10 @@ pub enum Outcome {
     Released,
 }
 
-/// Ends a claim with `outcome`, inside the caller's transaction. Returns the job as it is
-/// afterwards, or `None` if the claim was no longer valid (nothing was changed).
+/// Ends a claim with `outcome`: the document's compare-and-set and its job's counts in one
+/// statement; then, if that left the job with no open document, the job's terminal
+/// transition. Returns the job as it is afterwards, or `None` if the claim was no longer
+/// valid (nothing was changed). Run it in a transaction when something must commit with it.
 pub async fn settle(
     conn: &mut PgConnection,
     document_id: Uuid,
@@ -272,32 +275,34 @@ pub async fn settle(
         Outcome::RetryAt { .. } | Outcome::Released => DocumentStatus::Pending,
     };
     DocumentStatus::Processing.check(to)?;
-    let base = sqlx::query_scalar::<_, Option<Uuid>>(match outcome {
+    let set = match outcome {
         Outcome::Stored { .. } => {
-            "UPDATE documents SET status = 'AVAILABLE', lease_until = NULL, claim_token = NULL,
-                    last_error = NULL, storage_key = $3, stored_sha256 = $4, stored_size = $5,
-                    stored_content_type = $6, stored_at = now(), updated_at = now()
-             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+            "status = 'AVAILABLE', last_error = NULL, storage_key = $3, stored_sha256 = $4,
+             stored_size = $5, stored_content_type = $6, stored_at = now()"
         }
         Outcome::RetryAt { .. } => {
-            "UPDATE documents SET status = 'PENDING', lease_until = NULL, claim_token = NULL,
-                    last_error = $3, next_attempt_at = $4, task_id = $5, updated_at = now()
-             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+            "status = 'PENDING', last_error = $3, next_attempt_at = $4, task_id = $5"
         }
-        Outcome::Failed { .. } => {
-            "UPDATE documents SET status = 'FAILED', lease_until = NULL, claim_token = NULL,
-                    last_error = $3, updated_at = now()
-             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
-        }
+        Outcome::Failed { .. } => "status = 'FAILED', last_error = $3",
         Outcome::Released => {
-            "UPDATE documents SET status = 'PENDING', lease_until = NULL, claim_token = NULL,
-                    attempts = greatest(attempts - 1, 0), next_attempt_at = now(),
-                    updated_at = now()
-             WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING' RETURNING job_id"
+            "status = 'PENDING', attempts = greatest(attempts - 1, 0), next_attempt_at = now()"
         }
-    })
-    .bind(document_id)
-    .bind(token);
+    };
+    let sql = format!(
+        "WITH settled AS (
+            UPDATE documents SET {set}, lease_until = NULL, claim_token = NULL, updated_at = now()
+            WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'
+            RETURNING job_id)
+         {}",
+        jobs::shift_counts_sql(
+            DocumentStatus::Processing,
+            to,
+            "(SELECT job_id FROM settled)"
+        )
+    );
+    let base = sqlx::query_as::<_, JobRow>(&sql)
+        .bind(document_id)
+        .bind(token);
     let query = match outcome {
         Outcome::Stored {
             key,
@@ -309,15 +314,14 @@ pub async fn settle(
         Outcome::Failed { error } => base.bind(error),
         Outcome::Released => base,
     };
-    let Some(job_id) = query.fetch_optional(&mut *conn).await? else {
+    let Some(job) = query.fetch_optional(&mut *conn).await? else {
         tracing::warn!(%document_id, "claim no longer valid; the document was not changed");
         return Ok(None);
     };
-    let Some(job_id) = job_id else {
-        return Ok(None);
-    };
-    jobs::shift_counts(conn, job_id, DocumentStatus::Processing, to).await?;
-    Ok(Some(jobs::finish_if_settled(conn, job_id).await?))
+    if job.pending == 0 && job.processing == 0 && !job.status()?.is_terminal() {
+        return Ok(Some(jobs::finish_if_settled(conn, job.id).await?));
+    }
+    Ok(Some(job))
 }
 
 /// Documents whose worker stopped renewing its lease: `(id, claim token)`.

@@ -229,42 +229,21 @@ pub async fn create(
     Ok((job, to_transfer))
 }
 
-/// Moves one document's count from `from` to `to` on its job, locking the job row.
-pub async fn shift_counts(
-    conn: &mut PgConnection,
-    job_id: Uuid,
-    from: DocumentStatus,
-    to: DocumentStatus,
-) -> Result<(), sqlx::Error> {
-    if from == to {
-        return Ok(());
-    }
-    let sql = format!(
-        "UPDATE download_jobs SET {from} = {from} - 1, {to} = {to} + 1, updated_at = now() WHERE id = $1",
+/// An `UPDATE` moving one document's count from `from` to `to` on the job `job` (an SQL
+/// expression), returning the job row.
+pub fn shift_counts_sql(from: DocumentStatus, to: DocumentStatus, job: &str) -> String {
+    format!(
+        "UPDATE download_jobs SET {from} = {from} - 1, {to} = {to} + 1, updated_at = now()
+         WHERE id = {job} RETURNING *",
         from = column(from),
         to = column(to),
-    );
-    sqlx::query(&sql).bind(job_id).execute(conn).await?;
-    Ok(())
-}
-
-/// QUEUED → RUNNING, once.
-pub async fn mark_running(conn: &mut PgConnection, job_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE download_jobs SET status = 'RUNNING', started_at = coalesce(started_at, now()),
-                updated_at = now()
-         WHERE id = $1 AND status = 'QUEUED'",
     )
-    .bind(job_id)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Makes an active job terminal if none of its documents is open any more; returns the job.
-/// The compare-and-set on the active statuses makes this happen exactly once.
+/// The compare-and-set on the active statuses and the counts makes this happen exactly once.
 pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<JobRow, DbError> {
-    let job: JobRow = sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1 FOR UPDATE")
+    let job: JobRow = sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1")
         .bind(job_id)
         .fetch_one(&mut *conn)
         .await?;
@@ -280,16 +259,27 @@ pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<
             job.failed
         )
     });
-    let finished: JobRow = sqlx::query_as(
+    let finished: Option<JobRow> = sqlx::query_as(
         "UPDATE download_jobs SET status = $2, error = $3, completed_at = now(), updated_at = now()
-         WHERE id = $1 AND status IN ('QUEUED', 'RUNNING') RETURNING *",
+         WHERE id = $1 AND status IN ('QUEUED', 'RUNNING') AND pending = 0 AND processing = 0
+           AND available = $4 AND failed = $5
+         RETURNING *",
     )
     .bind(job_id)
     .bind(to.as_str())
     .bind(error)
-    .fetch_one(&mut *conn)
+    .bind(job.available)
+    .bind(job.failed)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(finished)
+    match finished {
+        Some(job) => Ok(job),
+        // Someone else finished it, or it changed under us: report it as it is now.
+        None => Ok(sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_one(&mut *conn)
+            .await?),
+    }
 }
 
 /// Cancels an active job; `None` if it was not active. Queue tasks that have not started are

@@ -2,7 +2,7 @@
 //! however many parents ask for it.
 
 use crate::db::{self, DocumentRow, JobRow, ProcessRow};
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -105,27 +105,31 @@ impl Loader<Uuid> for DocumentById {
     }
 }
 
+/// A loader with a per-request cache: what a list resolver prefetched, its children find.
+pub type Cached<T> = DataLoader<T, HashMapCache>;
+
 /// The loaders of one request.
 pub struct Loaders {
     /// Processes by id.
-    pub process: DataLoader<ProcessById>,
+    pub process: Cached<ProcessById>,
     /// Jobs by id.
-    pub job: DataLoader<JobById>,
+    pub job: Cached<JobById>,
     /// Latest job by process id.
-    pub latest_job: DataLoader<LatestJobByProcess>,
+    pub latest_job: Cached<LatestJobByProcess>,
     /// Listed documents by process id.
-    pub process_documents: DataLoader<DocumentsByProcess>,
+    pub process_documents: Cached<DocumentsByProcess>,
     /// Covered documents by job id.
-    pub job_documents: DataLoader<DocumentsByJob>,
+    pub job_documents: Cached<DocumentsByJob>,
     /// Documents by id.
-    pub document: DataLoader<DocumentById>,
+    pub document: Cached<DocumentById>,
 }
 
 impl Loaders {
     /// Fresh loaders (their caches live as long as one request).
     pub fn new(pool: &PgPool) -> Self {
-        fn make<T: Send + Sync + 'static>(loader: T) -> DataLoader<T> {
-            DataLoader::new(loader, tokio::spawn).max_batch_size(10_000)
+        fn make<T: Send + Sync + 'static>(loader: T) -> Cached<T> {
+            DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
+                .max_batch_size(10_000)
         }
         Loaders {
             process: make(ProcessById(pool.clone())),

@@ -155,9 +155,8 @@ async fn transfer_one(svc: &Services, job_id: Uuid, document_id: Uuid) -> anyhow
 }
 
 async fn settle(svc: &Services, claim: &Claim, outcome: Outcome) -> anyhow::Result<()> {
-    let mut tx = svc.pool.begin().await?;
-    let job = documents::settle(&mut tx, claim.document.id, claim.token, &outcome).await?;
-    tx.commit().await?;
+    let mut conn = svc.pool.acquire().await?;
+    let job = documents::settle(&mut conn, claim.document.id, claim.token, &outcome).await?;
     if let Some(job) = job.filter(|j| j.completed_at.is_some()) {
         tracing::info!(job = %job.id, status = %job.status, available = job.available, failed = job.failed, "job finished");
     }

@@ -130,16 +130,17 @@ pub async fn enqueue(
         hex::encode(sha2::Sha256::digest(metadata.to_string().as_bytes()))
     });
     let id: Uuid = sqlx::query_scalar(
+        // DO UPDATE (a no-op) rather than DO NOTHING: it waits for a racing insert of the
+        // same uniq task and returns that row, where a fallback SELECT could not yet see it.
         "WITH inserted AS (
             INSERT INTO fang_tasks (id, metadata, task_type, uniq_hash, scheduled_at)
             VALUES ($1, $2, $3, $4, coalesce($5, now()))
             ON CONFLICT (uniq_hash) WHERE uniq_hash IS NOT NULL
-                AND state IN ('new', 'retried', 'in_progress') DO NOTHING
-            RETURNING id, task_type)
-         SELECT coalesce(
-            (SELECT id FROM inserted CROSS JOIN LATERAL (SELECT pg_notify($6, inserted.task_type)) AS n),
-            (SELECT id FROM fang_tasks WHERE uniq_hash = $4
-                AND state IN ('new', 'retried', 'in_progress') LIMIT 1))",
+                AND state IN ('new', 'retried', 'in_progress')
+                DO UPDATE SET uniq_hash = EXCLUDED.uniq_hash
+            RETURNING id, task_type, xmax = 0 AS fresh)
+         SELECT id FROM inserted
+         CROSS JOIN LATERAL (SELECT CASE WHEN fresh THEN pg_notify($6, task_type) END) AS n",
     )
     .bind(Uuid::new_v4())
     .bind(&metadata)
