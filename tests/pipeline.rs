@@ -83,3 +83,794 @@ async fn happy_path_stores_every_document_and_links_work() {
     }
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn job_id(started: &serde_json::Value) -> String {
+    started["job"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job id in {started:#}"))
+        .to_string()
+}
+
+fn sha_hex(data: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
+}
+
+fn text(value: &serde_json::Value) -> String {
+    value.as_str().unwrap_or_default().to_string()
+}
+
+/// Keys stored under one document's prefix.
+async fn keys_of(app: &TestApp, n: &str, source_segment: &str) -> Vec<String> {
+    let prefix = format!("processos/{n}/documentos/{source_segment}/");
+    app.keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .collect()
+}
+
+async fn cancel(app: &TestApp, id: &str) -> serde_json::Value {
+    app.gql(
+        "mutation($id: ID!) { cancelJob(id: $id) { id status progress completedAt } }",
+        json!({ "id": id }),
+    )
+    .await
+}
+
+async fn retry(app: &TestApp, id: &str) -> serde_json::Value {
+    app.gql(
+        "mutation($id: ID!) { retryFailedDocuments(jobId: $id) { id status progress error
+            counts { pending processing available failed } } }",
+        json!({ "id": id }),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries and failures
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_server_errors_are_retried_until_the_document_is_stored() {
+    let court = Court::start().await;
+    let n = number(101);
+    let data = bytes(4000, 11);
+    court.add_process(&n, vec![Doc::new("d1", "Sentença.pdf", data.clone())]);
+    court.fail(
+        &n,
+        "d1",
+        vec![Fault::Status(500, None), Fault::Status(503, None)],
+    );
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let d1 = doc(&job, "d1");
+    assert_eq!(d1["status"], "AVAILABLE");
+    assert_eq!(d1["attempts"], 3);
+    assert!(
+        d1["lastError"].is_null(),
+        "error cleared once stored: {d1:#}"
+    );
+    assert_eq!(app.court.gets(&n, "d1"), 3);
+
+    let key = format!("processos/{n}/documentos/d1/Sentença.pdf");
+    assert_eq!(d1["storageKey"], key.as_str());
+    let (stored, sha, _) = app.object(&key).await.expect("object in S3");
+    assert_eq!(stored, data);
+    assert_eq!(sha.as_deref(), Some(sha_hex(&data).as_str()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_document_that_always_fails_ends_the_job_with_errors() {
+    let court = Court::start().await;
+    let n = number(102);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "a.pdf", bytes(1000, 1)),
+            Doc::new("d2", "b.pdf", bytes(1000, 2)),
+            Doc::new("d3", "c.pdf", bytes(1000, 3)),
+        ],
+    );
+    court.fail_always(&n, "d2", Fault::Status(500, None));
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED_WITH_ERRORS", "{job:#}");
+    assert_eq!(job["progress"], 100);
+    assert_eq!(
+        job["counts"],
+        json!({"pending": 0, "processing": 0, "available": 2, "failed": 1})
+    );
+    assert!(job["completedAt"].is_string());
+
+    let d2 = doc(&job, "d2");
+    assert_eq!(d2["status"], "FAILED");
+    assert_eq!(d2["attempts"], 3, "every attempt used: {d2:#}");
+    assert!(text(&d2["lastError"]).contains("500"), "{d2:#}");
+    assert!(d2["storageKey"].is_null());
+    assert!(d2["downloadUrl"].is_null());
+    assert_eq!(app.court.gets(&n, "d2"), 3);
+    assert!(keys_of(&app, &n, "d2").await.is_empty());
+    for id in ["d1", "d3"] {
+        assert_eq!(doc(&job, id)["status"], "AVAILABLE");
+        assert_eq!(keys_of(&app, &n, id).await.len(), 1, "{id}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_documents_all_fail_is_failed_with_an_error() {
+    let court = Court::start().await;
+    let n = number(103);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "a.pdf", bytes(1000, 1)),
+            Doc::new("d2", "b.pdf", bytes(1000, 2)),
+        ],
+    );
+    court.fail_always(&n, "d1", Fault::Status(500, None));
+    // Another 4xx: retrying cannot help, the document fails at once.
+    court.fail_always(&n, "d2", Fault::Status(404, None));
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "FAILED", "{job:#}");
+    assert_eq!(job["progress"], 100);
+    assert!(
+        !text(&job["error"]).is_empty(),
+        "a failed job says why: {job:#}"
+    );
+    assert_eq!(
+        job["counts"],
+        json!({"pending": 0, "processing": 0, "available": 0, "failed": 2})
+    );
+    assert_eq!(doc(&job, "d1")["attempts"], 3);
+    assert_eq!(doc(&job, "d2")["attempts"], 1, "404 is not retried");
+    assert!(text(&doc(&job, "d2")["lastError"]).contains("404"));
+    assert_eq!(app.court.gets(&n, "d2"), 1);
+    assert!(app.keys().await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checksum_mismatch_fails_the_document_and_stores_nothing() {
+    let court = Court::start().await;
+    let n = number(104);
+    let wrong = "0123456789abcdef".repeat(4);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "pequeno.pdf", bytes(3000, 1)).sha(&wrong),
+            // Larger than one multipart part: a part is uploaded before the mismatch shows.
+            Doc::new("d2", "grande.pdf", bytes(9 * 1024 * 1024 + 7, 2)).sha(&wrong),
+        ],
+    );
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "FAILED", "{job:#}");
+    for source_id in ["d1", "d2"] {
+        let d = doc(&job, source_id);
+        assert_eq!(d["status"], "FAILED", "{d:#}");
+        assert_eq!(d["attempts"], 3, "{d:#}");
+        let error = text(&d["lastError"]);
+        assert!(
+            error.contains("SHA-256") || error.to_lowercase().contains("checksum"),
+            "{error}"
+        );
+        assert!(d["storageKey"].is_null());
+        assert_eq!(app.court.gets(&n, source_id), 3);
+    }
+    assert!(app
+        .object(&format!("processos/{n}/documentos/d1/pequeno.pdf"))
+        .await
+        .is_none());
+    assert!(app
+        .object(&format!("processos/{n}/documentos/d2/grande.pdf"))
+        .await
+        .is_none());
+    let keys = app.keys().await;
+    assert!(keys.is_empty(), "nothing half-written: {keys:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_connection_is_retried_and_a_short_body_fails() {
+    let court = Court::start().await;
+    let n = number(105);
+    let broken = bytes(200_000, 1);
+    let short = bytes(5000, 2);
+    let short_chunked = bytes(5000, 3);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "quebrado.pdf", broken.clone()),
+            // The listing announces more bytes than the court sends (with Content-Length).
+            Doc::new("d2", "curto.pdf", short.clone()).size(short.len() as i64 + 100),
+            // Same, without Content-Length: only the count at the end can tell.
+            Doc::new("d3", "curto-chunked.pdf", short_chunked.clone())
+                .size(short_chunked.len() as i64 + 100),
+        ],
+    );
+    court.fail(&n, "d1", vec![Fault::Break]);
+    court.fail_always(&n, "d3", Fault::Chunked);
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED_WITH_ERRORS", "{job:#}");
+
+    let d1 = doc(&job, "d1");
+    assert_eq!(d1["status"], "AVAILABLE", "{d1:#}");
+    assert_eq!(d1["attempts"], 2);
+    assert_eq!(app.court.gets(&n, "d1"), 2);
+    let (stored, _, _) = app
+        .object(&text(&d1["storageKey"]))
+        .await
+        .expect("stored after the retry");
+    assert_eq!(stored, broken);
+
+    for source_id in ["d2", "d3"] {
+        let d = doc(&job, source_id);
+        assert_eq!(d["status"], "FAILED", "{d:#}");
+        assert_eq!(d["attempts"], 3, "a short body is a failed attempt: {d:#}");
+        assert!(
+            text(&d["lastError"]).contains("announced"),
+            "the error names the mismatch: {d:#}"
+        );
+        assert!(d["storageKey"].is_null());
+        assert!(keys_of(&app, &n, source_id).await.is_empty(), "{source_id}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn too_many_requests_waits_for_retry_after() {
+    let court = Court::start().await;
+    let n = number(106);
+    let data = bytes(2000, 6);
+    court.add_process(&n, vec![Doc::new("d1", "a.pdf", data.clone())]);
+    court.fail(&n, "d1", vec![Fault::Status(429, Some("1".into()))]);
+    let app = TestApp::spawn(court).await; // backoff 50 ms
+
+    let began = std::time::Instant::now();
+    let id = job_id(&app.start(&n, false).await);
+    // After the first GET, the court asked for a second's pause: nothing comes before that.
+    let deadline = began + Duration::from_secs(10);
+    while app.court.gets(&n, "d1") == 0 {
+        assert!(std::time::Instant::now() < deadline, "never fetched");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.court.gets(&n, "d1"),
+        1,
+        "retried before Retry-After passed"
+    );
+
+    let job = app.wait_terminal(&id, WAIT).await;
+    let elapsed = began.elapsed();
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let d1 = doc(&job, "d1");
+    assert_eq!(d1["status"], "AVAILABLE");
+    assert_eq!(d1["attempts"], 2);
+    assert_eq!(app.court.gets(&n, "d1"), 2);
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "the retry honoured Retry-After: {elapsed:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_over_the_size_cap_fail_at_once() {
+    let court = Court::start().await;
+    let n = number(107);
+    let big = bytes(5000, 7);
+    court.add_process(
+        &n,
+        vec![
+            // Announced in the listing: refused before any byte is fetched.
+            Doc::new("d1", "anunciado.pdf", big.clone()),
+            // Not announced; the court's Content-Length gives it away.
+            Doc::new("d2", "com-tamanho.pdf", big.clone()).no_announcements(),
+            // Not announced and no Content-Length: caught while streaming.
+            Doc::new("d3", "sem-tamanho.pdf", big.clone()).no_announcements(),
+            Doc::new("d4", "pequeno.pdf", bytes(500, 8)),
+        ],
+    );
+    court.fail_always(&n, "d3", Fault::Chunked);
+    let options = Options {
+        max_bytes: 1000,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED_WITH_ERRORS", "{job:#}");
+    assert_eq!(doc(&job, "d4")["status"], "AVAILABLE");
+    for source_id in ["d1", "d2", "d3"] {
+        let d = doc(&job, source_id);
+        assert_eq!(d["status"], "FAILED", "{d:#}");
+        assert_eq!(d["attempts"], 1, "no retry can shrink it: {d:#}");
+        let error = text(&d["lastError"]);
+        assert!(
+            error.contains("larger than the limit") && error.contains("1000"),
+            "{source_id}: {error}"
+        );
+        assert!(d["storageKey"].is_null());
+        assert!(keys_of(&app, &n, source_id).await.is_empty(), "{source_id}");
+    }
+    assert_eq!(app.court.gets(&n, "d1"), 0, "announced: never fetched");
+    assert_eq!(app.court.gets(&n, "d2"), 1);
+    assert_eq!(app.court.gets(&n, "d3"), 1);
+    app.stop().await;
+}
+
+/// Checks a storage key against the contract: prefix, no `..`, no control characters, short
+/// segments.
+fn assert_safe_key(key: &str, n: &str) {
+    let prefix = format!("processos/{n}/documentos/");
+    assert!(key.starts_with(&prefix), "{key:?}");
+    let rest = &key[prefix.len()..];
+    let segments: Vec<&str> = rest.split('/').collect();
+    assert_eq!(segments.len(), 2, "id and name, one segment each: {key:?}");
+    for segment in key.split('/') {
+        assert!(!segment.is_empty(), "{key:?}");
+        assert_ne!(segment, "..", "{key:?}");
+        assert_ne!(segment, ".", "{key:?}");
+        assert!(segment.len() <= 255, "{} bytes: {key:?}", segment.len());
+    }
+    assert!(!key.chars().any(char::is_control), "{key:?}");
+    assert!(!key.contains('\\'), "{key:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn odd_names_and_ids_get_safe_keys_and_keep_their_names() {
+    let court = Court::start().await;
+    let n = number(108);
+    let accented = "Petição inicial – versão 2.pdf";
+    let mut slash = Doc::new("a/b", "barra.pdf", bytes(700, 5));
+    slash.url = Some(format!("files/{n}/a%2Fb"));
+    let mut dots = Doc::new("../up", "pontos.pdf", bytes(800, 6));
+    dots.url = Some(format!("files/{n}/..%2Fup"));
+    let docs = vec![
+        Doc::new("d1", "../../etc/passwd", bytes(300, 1)),
+        Doc::new("d2", accented, bytes(400, 2)),
+        Doc::new("d3", "tab\there\r\nand\u{7f}more.pdf", bytes(500, 3)),
+        slash,
+        dots,
+    ];
+    court.add_process(&n, docs.clone());
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+
+    let mut keys = Vec::new();
+    for original in &docs {
+        let d = doc(&job, &original.id);
+        assert_eq!(d["status"], "AVAILABLE", "{d:#}");
+        assert_eq!(
+            d["name"],
+            original.name.as_str(),
+            "the original name is kept"
+        );
+        let key = text(&d["storageKey"]);
+        assert_safe_key(&key, &n);
+        let (stored, _, _) = app.object(&key).await.expect("object");
+        assert_eq!(stored, original.bytes.as_ref(), "{key}");
+        keys.push(key.clone());
+
+        // The link offers the name as a download, printable ASCII only.
+        let url = text(&d["downloadUrl"]);
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 200, "{key}");
+        let disposition = response.headers()["content-disposition"]
+            .to_str()
+            .expect("ASCII header")
+            .to_string();
+        assert!(disposition.starts_with("attachment"), "{disposition}");
+        assert!(disposition.contains("filename*=UTF-8''"), "{disposition}");
+        assert!(
+            !disposition.chars().any(|c| c.is_control()),
+            "{disposition:?}"
+        );
+        assert_eq!(response.bytes().await.unwrap(), original.bytes);
+    }
+    let mut unique = keys.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        keys.len(),
+        "distinct documents, distinct keys"
+    );
+
+    // Accents survive, in the key and percent-encoded in the download name.
+    let d2 = doc(&job, "d2");
+    assert_eq!(
+        text(&d2["storageKey"]),
+        format!("processos/{n}/documentos/d2/{accented}")
+    );
+    let response = reqwest::get(text(&d2["downloadUrl"])).await.unwrap();
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let encoded =
+        percent_encoding::utf8_percent_encode(accented, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    // `.` and `-` may stay unencoded (RFC 5987 attr-char): compare decoded.
+    let star = disposition
+        .split("filename*=UTF-8''")
+        .nth(1)
+        .expect("filename*")
+        .split(';')
+        .next()
+        .unwrap();
+    assert_eq!(
+        percent_encoding::percent_decode_str(star)
+            .decode_utf8()
+            .unwrap(),
+        accented,
+        "{disposition} (expected the encoding of {encoded})"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_names_are_cut_to_a_segment_and_stored() {
+    let court = Court::start().await;
+    let n = number(113);
+    let long_name = format!("{}.pdf", "x".repeat(296));
+    assert_eq!(long_name.len(), 300);
+    // A realistic name of about 120 bytes, well under the 255-byte segment limit.
+    let realistic = "Petição inicial com pedido de tutela de urgência, procuração, \
+                     declaração de hipossuficiência e documentos.pdf";
+    assert!(
+        realistic.len() > 110 && realistic.len() < 255,
+        "{}",
+        realistic.len()
+    );
+    let docs = vec![
+        Doc::new("d1", &long_name, bytes(600, 1)),
+        Doc::new("d2", realistic, bytes(700, 2)),
+    ];
+    court.add_process(&n, docs.clone());
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    let outcomes: Vec<(String, String, String)> = docs
+        .iter()
+        .map(|original| {
+            let d = doc(&job, &original.id);
+            (
+                original.id.clone(),
+                text(&d["status"]),
+                text(&d["lastError"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("d1".to_string(), "AVAILABLE".to_string(), String::new()),
+            ("d2".to_string(), "AVAILABLE".to_string(), String::new()),
+        ],
+        "(source id, status, lastError)"
+    );
+    for original in &docs {
+        let d = doc(&job, &original.id);
+        assert_eq!(d["attempts"], 1, "{d:#}");
+        assert_eq!(d["name"], original.name.as_str());
+        let key = text(&d["storageKey"]);
+        assert_safe_key(&key, &n);
+        let (stored, _, _) = app.object(&key).await.expect("object");
+        assert_eq!(stored, original.bytes.as_ref(), "{key}");
+    }
+    // The 300-byte name is cut to one segment, keeping its extension.
+    let d1_key = text(&doc(&job, "d1")["storageKey"]);
+    assert!(d1_key.ends_with(".pdf"), "{d1_key}");
+    assert_eq!(
+        text(&doc(&job, "d2")["storageKey"]),
+        format!("processos/{n}/documentos/d2/{realistic}")
+    );
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nul_byte_in_a_name_does_not_break_the_job() {
+    let court = Court::start().await;
+    let n = number(118);
+    let name = "a\u{0}b\nc.pdf";
+    let data = bytes(500, 1);
+    court.add_process(&n, vec![Doc::new("d1", name, data.clone())]);
+    let app = TestApp::spawn(court).await;
+
+    let body = app
+        .gql(
+            "mutation($n: String!) { startDownload(input: {number: $n}) { created job { id } } }",
+            json!({ "n": n }),
+        )
+        .await;
+    assert!(
+        body.get("errors").is_none(),
+        "a listing with a control character in a name is still usable: {body:#}"
+    );
+    let id = job_id(&body["data"]["startDownload"]);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let d1 = doc(&job, "d1");
+    let key = text(&d1["storageKey"]);
+    assert_safe_key(&key, &n);
+    let (stored, _, _) = app.object(&key).await.expect("object");
+    assert_eq!(stored, data);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_without_content_length_are_stored_whole() {
+    let court = Court::start().await;
+    let n = number(109);
+    let small = bytes(150_000, 1);
+    let big = bytes(9 * 1024 * 1024 + 99, 2);
+    let bare = bytes(70_000, 3);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "pequeno.pdf", small.clone()),
+            Doc::new("d2", "grande.pdf", big.clone()),
+            Doc::new("d3", "sem-anuncio.bin", bare.clone()).no_announcements(),
+        ],
+    );
+    for id in ["d1", "d2", "d3"] {
+        court.fail(&n, id, vec![Fault::Chunked]);
+    }
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    for (source_id, data) in [("d1", &small), ("d2", &big), ("d3", &bare)] {
+        let d = doc(&job, source_id);
+        assert_eq!(d["status"], "AVAILABLE", "{d:#}");
+        assert_eq!(d["attempts"], 1);
+        assert_eq!(d["sha256"], sha_hex(data).as_str());
+        assert_eq!(d["size"], data.len() as f64);
+        let (stored, sha, _) = app.object(&text(&d["storageKey"])).await.expect("object");
+        assert_eq!(&stored, data, "{source_id}");
+        assert_eq!(sha.as_deref(), Some(sha_hex(data).as_str()));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_transfer_times_out_and_is_retried() {
+    let court = Court::start().await;
+    let n = number(110);
+    let data = bytes(3000, 1);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "volta.pdf", data.clone()),
+            Doc::new("d2", "nunca.pdf", bytes(3000, 2)),
+        ],
+    );
+    court.fail(&n, "d1", vec![Fault::Hang]);
+    court.fail_always(&n, "d2", Fault::Hang);
+    let options = Options {
+        timeout_secs: 1,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED_WITH_ERRORS", "{job:#}");
+
+    let d1 = doc(&job, "d1");
+    assert_eq!(d1["status"], "AVAILABLE", "{d1:#}");
+    assert_eq!(d1["attempts"], 2);
+    assert!(d1["lastError"].is_null(), "cleared once stored: {d1:#}");
+    let (stored, _, _) = app.object(&text(&d1["storageKey"])).await.unwrap();
+    assert_eq!(stored, data);
+
+    let d2 = doc(&job, "d2");
+    assert_eq!(d2["status"], "FAILED", "{d2:#}");
+    assert_eq!(d2["attempts"], 3);
+    assert!(text(&d2["lastError"]).contains("timed out"), "{d2:#}");
+    assert_eq!(app.court.gets(&n, "d2"), 3);
+    assert!(keys_of(&app, &n, "d2").await.is_empty());
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel and retry
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_job_stops_further_transfers() {
+    let court = Court::start().await;
+    let n = number(111);
+    let docs: Vec<Doc> = (1..=12)
+        .map(|i| {
+            Doc::new(
+                &format!("d{i}"),
+                &format!("doc{i}.pdf"),
+                bytes(2000, i as u8),
+            )
+        })
+        .collect();
+    court.add_process(&n, docs);
+    for i in 1..=12 {
+        court.fail_always(
+            &n,
+            &format!("d{i}"),
+            Fault::Slow {
+                chunk: 200,
+                every: Duration::from_millis(200),
+            },
+        );
+    }
+    let options = Options {
+        workers: 1,
+        batch_size: 1,
+        lease_ms: 1000,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = app.job(&id).await;
+        let busy = job["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["status"] == "PROCESSING" || d["status"] == "AVAILABLE");
+        if busy {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing started: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let cancelled = cancel(&app, &id).await;
+    assert!(cancelled.get("errors").is_none(), "{cancelled:#}");
+    let returned = &cancelled["data"]["cancelJob"];
+    assert_eq!(returned["status"], "CANCELLED");
+    assert_eq!(returned["progress"], 100);
+    assert!(returned["completedAt"].is_string());
+    assert_eq!(app.job(&id).await["status"], "CANCELLED");
+
+    // The transfer under way is stopped at its next heartbeat; nothing new starts.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after_cancel = app.court.total_gets();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        app.court.total_gets(),
+        after_cancel,
+        "documents were fetched after the job was cancelled"
+    );
+    assert!(
+        after_cancel <= 2,
+        "{after_cancel} GETs for 12 slow documents"
+    );
+    let job = app.job(&id).await;
+    assert_eq!(job["status"], "CANCELLED");
+    assert_eq!(job["progress"], 100);
+    let pending = job["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["status"] == "PENDING")
+        .count();
+    assert!(pending >= 10, "most documents stay PENDING: {job:#}");
+    assert!(
+        job["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] != "PROCESSING"),
+        "no document is left PROCESSING: {job:#}"
+    );
+
+    let again = cancel(&app, &id).await;
+    assert_eq!(error_code(&again), "INVALID_STATE", "{again:#}");
+    let unknown = cancel(&app, &uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(error_code(&unknown), "JOB_NOT_FOUND", "{unknown:#}");
+    let garbage = cancel(&app, "not-a-job").await;
+    assert_eq!(error_code(&garbage), "JOB_NOT_FOUND", "{garbage:#}");
+
+    // A new download after the cancellation picks every document up again.
+    for i in 1..=12 {
+        app.court.heal(&n, &format!("d{i}"));
+    }
+    let restarted = app.start(&n, false).await;
+    assert_eq!(restarted["created"], true, "{restarted:#}");
+    let new_id = job_id(&restarted);
+    assert_ne!(new_id, id);
+    let job = app.wait_terminal(&new_id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    assert_eq!(job["counts"]["available"], 12);
+    assert_eq!(app.keys().await.len(), 12);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retry_failed_documents_fetches_them_again() {
+    let court = Court::start().await;
+    let n = number(112);
+    let data = bytes(2500, 9);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "ok.pdf", bytes(1000, 1)),
+            Doc::new("d2", "volta.pdf", data.clone()),
+        ],
+    );
+    court.fail_always(&n, "d2", Fault::Status(500, None));
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED_WITH_ERRORS", "{job:#}");
+    assert_eq!(doc(&job, "d2")["attempts"], 3);
+
+    app.court.heal(&n, "d2");
+    let retried = retry(&app, &id).await;
+    assert!(retried.get("errors").is_none(), "{retried:#}");
+    let reopened = &retried["data"]["retryFailedDocuments"];
+    assert_eq!(reopened["id"], id.as_str());
+    assert_eq!(reopened["status"], "RUNNING");
+    assert!(reopened["progress"].as_i64().unwrap() < 100);
+    assert!(reopened["error"].is_null());
+    assert_eq!(reopened["counts"]["failed"], 0);
+
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    assert_eq!(job["progress"], 100);
+    assert_eq!(
+        job["counts"],
+        json!({"pending": 0, "processing": 0, "available": 2, "failed": 0})
+    );
+    let d2 = doc(&job, "d2");
+    assert_eq!(d2["status"], "AVAILABLE");
+    assert_eq!(d2["attempts"], 1, "a fresh attempt budget");
+    assert!(d2["lastError"].is_null());
+    assert_eq!(app.court.gets(&n, "d2"), 4);
+    assert_eq!(
+        app.court.gets(&n, "d1"),
+        1,
+        "the stored one is not fetched again"
+    );
+    let (stored, _, _) = app.object(&text(&d2["storageKey"])).await.unwrap();
+    assert_eq!(stored, data);
+
+    let completed = retry(&app, &id).await;
+    assert_eq!(error_code(&completed), "INVALID_STATE", "{completed:#}");
+    let unknown = retry(&app, &uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(error_code(&unknown), "JOB_NOT_FOUND", "{unknown:#}");
+    app.stop().await;
+}

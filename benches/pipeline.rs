@@ -1,0 +1,357 @@
+//! Benchmarks of the download pipeline, run with `scripts/bench` (see BENCHMARKS.md).
+//!
+//! - `throughput`: N documents of S bytes from a local HTTP court to a local S3-compatible
+//!   server, through autos (API + workers in this process), against a plain loop doing the
+//!   same GETs and PUTs with the same concurrency, measured in the same run.
+//! - `memory`: one large document through a separate `autos work` process; reports that
+//!   process's peak RSS (VmHWM).
+//!
+//! Everything runs on loopback: a court served here, an s3s-fs store served here, and the
+//! PostgreSQL of `AUTOS_BENCH_DATABASE_URL` (default: 127.0.0.1:5432).
+
+use autos::app::{Application, Role};
+use autos::config::Config;
+use autos::embedded::s3::EmbeddedS3;
+use autos::storage::{Storage, StorageConfig, DEFAULT_PART_SIZE};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench-key";
+const SECRET: &str = "bench-secret-0123456789";
+const CHUNK: usize = 64 * 1024;
+
+/// Deterministic bytes of document `seed`, generated as they are sent.
+fn chunk(seed: u64, index: usize, len: usize) -> Bytes {
+    let mut state = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(index as u64)
+        | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    Bytes::from(out)
+}
+
+fn body_stream(
+    seed: u64,
+    size: usize,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let chunks = size.div_ceil(CHUNK);
+    futures::stream::iter(0..chunks).map(move |i| {
+        let len = CHUNK.min(size - i * CHUNK);
+        Ok(chunk(seed, i, len))
+    })
+}
+
+fn sha_of(seed: u64, size: usize) -> String {
+    let mut hasher = Sha256::new();
+    for i in 0..size.div_ceil(CHUNK) {
+        hasher.update(chunk(seed, i, CHUNK.min(size - i * CHUNK)));
+    }
+    hex::encode(hasher.finalize())
+}
+
+struct CourtState {
+    number: String,
+    count: usize,
+    size: usize,
+    shas: Vec<String>,
+}
+
+async fn start_court(number: &str, count: usize, size: usize) -> String {
+    let shas = (0..count).map(|i| sha_of(i as u64, size)).collect();
+    let state = Arc::new(CourtState {
+        number: number.to_string(),
+        count,
+        size,
+        shas,
+    });
+    let app = Router::new()
+        .route("/processes/{number}", get(listing))
+        .route("/files/{id}", get(file))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn listing(State(s): State<Arc<CourtState>>, Path(number): Path<String>) -> Response {
+    if number != s.number {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    }
+    let documents: Vec<Value> = (0..s.count)
+        .map(|i| {
+            json!({"id": format!("d{i}"), "name": format!("Documento {i}.pdf"),
+                   "url": format!("files/{i}"), "size": s.size, "sha256": s.shas[i],
+                   "mimeType": "application/pdf"})
+        })
+        .collect();
+    Json(json!({"number": number, "court": "TJSP", "documents": documents})).into_response()
+}
+
+async fn file(State(s): State<Arc<CourtState>>, Path(id): Path<usize>) -> Response {
+    Response::builder()
+        .header("content-length", s.size)
+        .body(Body::from_stream(body_stream(id as u64, s.size)))
+        .unwrap()
+}
+
+async fn fresh_database(admin: &str) -> String {
+    let name = format!("autos_bench_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .expect("PostgreSQL for the benchmark");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(admin).unwrap();
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+fn config(db: &str, s3: &str, court: &str, workers: u32) -> Config {
+    let mut c = Config::defaults();
+    c.database_url = Some(db.into());
+    c.bind = "127.0.0.1:0".parse().unwrap();
+    c.s3_endpoint = Some(s3.parse().unwrap());
+    c.s3_bucket = "bench".into();
+    c.aws_access_key_id = Some(KEY.into());
+    c.aws_secret_access_key = Some(SECRET.into());
+    c.source_url = Some(court.into());
+    c.workers = workers;
+    c.log = "warn".into();
+    c
+}
+
+async fn gql(addr: &str, query: &str, variables: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn run_job(addr: &str, number: &str) -> (Duration, Value) {
+    let started = Instant::now();
+    let body = gql(
+        addr,
+        "mutation($n: String!) { startDownload(input: {number: $n}) { job { id } } }",
+        json!({"n": number}),
+    )
+    .await;
+    let id = body["data"]["startDownload"]["job"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_string();
+    loop {
+        let job = gql(
+            addr,
+            "query($id: ID!) { job(id: $id) { status counts { available failed } } }",
+            json!({"id": id}),
+        )
+        .await["data"]["job"]
+            .clone();
+        if !matches!(job["status"].as_str(), Some("QUEUED" | "RUNNING")) {
+            return (started.elapsed(), job);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The plain loop: GET each body from the court, PUT it to S3, `workers` at a time.
+async fn plain_loop(court: &str, storage: &Storage, count: usize, workers: usize) -> Duration {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let http = http.clone();
+            async move {
+                let response = http.get(format!("{court}/files/{i}")).send().await.unwrap();
+                let body = response.bytes().await.unwrap();
+                storage
+                    .client()
+                    .put_object()
+                    .bucket(storage.bucket())
+                    .key(format!("plain/{i}"))
+                    .content_type("application/pdf")
+                    .body(body.into())
+                    .send()
+                    .await
+                    .expect("plain upload");
+            }
+        })
+        .buffer_unordered(workers)
+        .collect::<Vec<()>>()
+        .await;
+    started.elapsed()
+}
+
+async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
+    let workers = 4;
+    let number = "1500345-31.2017.8.26.0248";
+    let s3_dir =
+        std::env::temp_dir().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
+    let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
+        .await
+        .unwrap();
+    let court = start_court(number, count, size).await;
+    let storage = Storage::connect(&StorageConfig {
+        endpoint: Some(s3.endpoint().into()),
+        bucket: "bench".into(),
+        region: "us-east-1".into(),
+        credentials: Some((KEY.into(), SECRET.into())),
+        part_size: DEFAULT_PART_SIZE,
+    })
+    .await;
+    storage.ensure_bucket().await.unwrap();
+
+    println!("throughput: {count} documents of {size} bytes, {workers} workers, {rounds} rounds");
+    println!("| round | plain loop (s) | autos (s) | ratio |");
+    println!("|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let plain = plain_loop(&court, &storage, count, workers).await;
+        let db = fresh_database(admin).await;
+        let app = Application::start(
+            config(&db, s3.endpoint(), &court, workers as u32),
+            Role::ALL,
+        )
+        .await
+        .unwrap();
+        let addr = app.addr.unwrap().to_string();
+        let (took, job) = run_job(&addr, number).await;
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        app.stop().await;
+        let ratio = took.as_secs_f64() / plain.as_secs_f64();
+        ratios.push(ratio);
+        println!(
+            "| {round} | {:.3} | {:.3} | {:.2} |",
+            plain.as_secs_f64(),
+            took.as_secs_f64(),
+            ratio
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "median ratio autos / plain loop: {:.2}",
+        ratios[ratios.len() / 2]
+    );
+    s3.shutdown();
+    let _ = std::fs::remove_dir_all(&s3_dir);
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn memory(admin: &str, size: usize) {
+    let number = "0000832-35.2018.4.01.3202";
+    let s3_dir =
+        std::env::temp_dir().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
+    let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
+        .await
+        .unwrap();
+    let court = start_court(number, 1, size).await;
+    let db = fresh_database(admin).await;
+    // The API (no workers) in this process; the work in a separate `autos work` process.
+    let app = Application::start(config(&db, s3.endpoint(), &court, 1), Role::SERVE)
+        .await
+        .unwrap();
+    let addr = app.addr.unwrap().to_string();
+    let binary = std::env::var("AUTOS_BIN").unwrap_or_else(|_| "target/release/autos".into());
+    let mut child = tokio::process::Command::new(&binary)
+        .arg("work")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db)
+        .env("AUTOS_S3_ENDPOINT", s3.endpoint())
+        .env("AUTOS_S3_BUCKET", "bench")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AUTOS_SOURCE_URL", &court)
+        .env("AUTOS_WORKERS", "1")
+        .env("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string())
+        .env("AUTOS_LOG", "warn")
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {binary}: {e} (build it with cargo build --release)")
+        });
+    let pid = child.id().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = peak_rss_kib(pid).unwrap_or(0);
+    let (took, job) = run_job(&addr, number).await;
+    let peak = peak_rss_kib(pid).unwrap_or(0);
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let _ = child.kill().await;
+    app.stop().await;
+    s3.shutdown();
+    let _ = std::fs::remove_dir_all(&s3_dir);
+    println!(
+        "memory: one document of {size} bytes through `autos work`: {:.1} s ({:.0} MiB/s); peak RSS {:.1} MiB (after start, before the job: {:.1} MiB)",
+        took.as_secs_f64(),
+        size as f64 / 1048576.0 / took.as_secs_f64(),
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let admin = std::env::var("AUTOS_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    let env_usize = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        if matches!(which, "all" | "throughput") {
+            throughput(
+                &admin,
+                env_usize("BENCH_DOCS", 200),
+                env_usize("BENCH_DOC_BYTES", 512 * 1024),
+                env_usize("BENCH_ROUNDS", 3),
+            )
+            .await;
+        }
+        if matches!(which, "all" | "memory") {
+            memory(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
+        }
+    });
+}

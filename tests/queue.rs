@@ -1,0 +1,853 @@
+//! The task queue under pressure: many workers in several processes, lost enqueues, dead
+//! workers, undecodable rows, retention, `uniq` and exclusive fetches.
+//!
+//! Each test shows one hazard of fang 0.11's own queue made harmless, by its outcome: GETs at
+//! the court per document, statuses, bytes in S3 and rows in `fang_tasks`.
+
+mod common;
+
+use async_trait::async_trait;
+use autos::app::{Application, Role};
+use autos::queue::{self, PgQueue, QueueSettings, WorkerPool, WorkerSettings};
+use common::*;
+use fang::{AsyncQueueable, AsyncRunnable, FangError};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `count` small documents `d1..`, sizes between 1 and 4 KiB.
+fn small_docs(count: usize) -> Vec<Doc> {
+    (1..=count)
+        .map(|i| {
+            let len = 1024 + (i * 977) % (3 * 1024);
+            Doc::new(
+                &format!("d{i}"),
+                &format!("documento {i}.pdf"),
+                bytes(len, i as u8),
+            )
+        })
+        .collect()
+}
+
+fn job_id(started: &Value) -> String {
+    started["job"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job id in {started:#}"))
+        .to_string()
+}
+
+/// Polls `check` until it holds, or panics with `what` after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not true after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Rows of `fang_tasks` that belong to a job, by state.
+async fn task_states(pool: &PgPool, job_id: &str) -> HashMap<String, i64> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state::text, count(*) FROM fang_tasks
+         WHERE metadata->>'job_id' = $1 GROUP BY state",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+    .expect("task states");
+    rows.into_iter().collect()
+}
+
+/// Every document of a finished job is AVAILABLE, fetched from the court exactly
+/// `expected_gets(source id)` times, and its object in S3 holds the court's bytes.
+async fn assert_all_stored(
+    app: &TestApp,
+    courts: &[&Court],
+    number: &str,
+    job: &Value,
+    docs: &[Doc],
+    expected_gets: impl Fn(&str) -> u32,
+) {
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    assert_eq!(
+        job["counts"]["available"],
+        docs.len(),
+        "{:#}",
+        job["counts"]
+    );
+    for d in docs {
+        let gets: u32 = courts.iter().map(|c| c.gets(number, &d.id)).sum();
+        assert_eq!(gets, expected_gets(&d.id), "GETs of document {}", d.id);
+        let listed = doc(job, &d.id);
+        assert_eq!(listed["status"], "AVAILABLE", "{listed:#}");
+    }
+    let by_id: HashMap<&str, &Doc> = docs.iter().map(|d| (d.id.as_str(), d)).collect();
+    let checks = futures::stream::iter(job["documents"].as_array().unwrap().iter())
+        .map(|listed| async {
+            let key = listed["storageKey"].as_str().expect("storage key");
+            let (stored, _, _) = app
+                .object(key)
+                .await
+                .unwrap_or_else(|| panic!("{key} is not in S3"));
+            let source_id = listed["sourceId"].as_str().unwrap();
+            assert_eq!(
+                stored,
+                by_id[source_id].bytes.as_ref(),
+                "bytes of {source_id} in S3"
+            );
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(checks.len(), docs.len());
+    assert_eq!(
+        app.keys().await.len(),
+        docs.len(),
+        "one object per document"
+    );
+}
+
+fn worker_options(workers: u32) -> Options {
+    Options {
+        role: Role::WORK,
+        workers,
+        ..Options::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test task types (registered with typetag like the application's own tasks)
+// ---------------------------------------------------------------------------------------------
+
+/// A task that is de-duplicated by its content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UniqProbe {
+    key: String,
+}
+
+#[typetag::serde]
+#[async_trait]
+impl AsyncRunnable for UniqProbe {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        Ok(())
+    }
+    fn task_type(&self) -> String {
+        "uniq-probe".into()
+    }
+    fn uniq(&self) -> bool {
+        true
+    }
+}
+
+/// How a [`Probe`] ends.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+enum End {
+    Succeed,
+    Fail,
+    Panic,
+}
+
+/// A task of a chosen type that ends as told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Probe {
+    kind: String,
+    n: u32,
+    end: End,
+}
+
+#[typetag::serde]
+#[async_trait]
+impl AsyncRunnable for Probe {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        match self.end {
+            End::Succeed => Ok(()),
+            End::Fail => Err(FangError {
+                description: format!("probe {} failed on purpose", self.n),
+            }),
+            End::Panic => panic!("probe {} panicked on purpose", self.n),
+        }
+    }
+    fn task_type(&self) -> String {
+        self.kind.clone()
+    }
+    fn max_retries(&self) -> i32 {
+        0
+    }
+}
+
+/// A migrated database of its own, and a pool on it.
+async fn queue_db(connections: u32) -> (TestDb, PgPool) {
+    let db = TestDb::new().await;
+    let pool = autos::db::connect(&db.url, connections)
+        .await
+        .expect("connect");
+    autos::db::migrate(&pool).await.expect("migrate");
+    (db, pool)
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) several workers, several processes: a document is transferred once
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_workers_in_two_processes_transfer_each_of_300_documents_once() {
+    let court = Court::start().await;
+    let n = number(101);
+    let docs = small_docs(300);
+    court.add_process(&n, docs.clone());
+    let app = TestApp::spawn_with(
+        court,
+        Options {
+            workers: 4,
+            batch_size: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    let other = app
+        .another(Options {
+            batch_size: 1,
+            ..worker_options(8)
+        })
+        .await;
+
+    let started = app.start(&n, false).await;
+    assert_eq!(started["job"]["total"], 300);
+    let id = job_id(&started);
+    let pool = app.db.pool().await;
+    let job = app.wait_terminal(&id, WAIT).await;
+
+    assert_all_stored(&app, &[&app.court], &n, &job, &docs, |_| 1).await;
+    assert_eq!(app.court.total_gets(), 300);
+    eventually("every task of the job is gone", WAIT, || async {
+        task_states(&pool, &id).await.is_empty()
+    })
+    .await;
+    other.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_worker_processes_share_one_job_and_each_document_is_fetched_once() {
+    // Two courts serve the same case: the API and the first worker process read court A, the
+    // second worker process court B. GETs at B prove that the second process did work, GETs at
+    // both that the two processes never transferred the same document.
+    let court_a = Court::start().await;
+    let court_b = Court::start().await;
+    let n = number(102);
+    let docs = small_docs(8);
+    for court in [&court_a, &court_b] {
+        court.add_process(&n, docs.clone());
+        for d in &docs {
+            // ~0.4 s per document: one worker cannot take them all before the other starts.
+            court.fail_always(
+                &n,
+                &d.id,
+                Fault::Slow {
+                    chunk: 512,
+                    every: Duration::from_millis(100),
+                },
+            );
+        }
+    }
+    let api = TestApp::spawn_with(
+        court_a,
+        Options {
+            role: Role::SERVE,
+            batch_size: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    let one = Options {
+        batch_size: 1,
+        ..worker_options(1)
+    };
+    let pool_a = api.another(one.clone()).await;
+    let pool_b = Application::start(config(&api.db.url, &api.s3, &court_b.url(), &one), one.role)
+        .await
+        .expect("start the second worker process");
+
+    let id = job_id(&api.start(&n, false).await);
+    let job = api.wait_terminal(&id, WAIT).await;
+
+    assert_all_stored(&api, &[&api.court, &court_b], &n, &job, &docs, |_| 1).await;
+    let (a, b) = (api.court.total_gets(), court_b.total_gets());
+    assert!(
+        a > 0 && b > 0,
+        "both worker processes transferred documents: A {a}, B {b}"
+    );
+    assert_eq!(a + b, 8);
+    pool_a.stop().await;
+    pool_b.stop().await;
+    api.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) a lost enqueue is repaired by the sweeper
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_whose_tasks_were_lost_are_requeued_and_fetched_once() {
+    let court = Court::start().await;
+    let n = number(103);
+    let docs = small_docs(12);
+    court.add_process(&n, docs.clone());
+    let api = TestApp::spawn_with(
+        court,
+        Options {
+            role: Role::SERVE,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pool = api.db.pool().await;
+
+    let id = job_id(&api.start(&n, false).await);
+    // The job's tasks were written with it (12 documents in batches of 5).
+    assert_eq!(
+        task_states(&pool, &id).await,
+        HashMap::from([("new".to_string(), 3)])
+    );
+    let lost = sqlx::query("DELETE FROM fang_tasks")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(lost.rows_affected(), 3);
+
+    let worker = api.another(worker_options(4)).await;
+    let job = api.wait_terminal(&id, WAIT).await;
+
+    assert_all_stored(&api, &[&api.court], &n, &job, &docs, |_| 1).await;
+    eventually("the re-queued tasks are gone", WAIT, || async {
+        count(&pool, "SELECT count(*) FROM fang_tasks").await == 0
+    })
+    .await;
+    worker.stop().await;
+    api.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) a dead worker's documents and tasks are taken again
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_workers_documents_and_tasks_are_taken_again() {
+    // Two batches, [d1 d2 d3] and [d4 d5 d6]. The first GET of d1 and of d4 crawls (1 KiB+ at
+    // 64 B/s): the worker process dies while transferring them. It leaves d1 and d4 PROCESSING
+    // under a lease nobody renews, d2 d3 d5 d6 PENDING behind two task rows `in_progress` that
+    // nobody touches. The sweeper recovers the first kind; only the queue taking stale rows
+    // again recovers the second (the sweeper sees a live task for them).
+    let court = Court::start().await;
+    let n = number(104);
+    let docs = small_docs(6);
+    court.add_process(&n, docs.clone());
+    let slow = ["d1", "d4"];
+    for id in slow {
+        court.fail(
+            &n,
+            id,
+            vec![Fault::Slow {
+                chunk: 64,
+                every: Duration::from_secs(1),
+            }],
+        );
+    }
+    let api = TestApp::spawn_with(
+        court,
+        Options {
+            role: Role::SERVE,
+            batch_size: 3,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pool = api.db.pool().await;
+    let short_lease = Options {
+        batch_size: 3,
+        lease_ms: 1000,
+        sweep_ms: 200,
+        ..worker_options(4)
+    };
+    let doomed = api.another(short_lease.clone()).await;
+
+    let id = job_id(&api.start(&n, false).await);
+    eventually("d1 and d4 are in transfer", WAIT, || async {
+        let job = api.job(&id).await;
+        job["counts"] == json!({"pending": 4, "processing": 2, "available": 0, "failed": 0})
+    })
+    .await;
+
+    // The worker process dies: its tasks stop where they are, nothing is cleaned up, no lease
+    // and no task row is renewed any more.
+    drop(doomed);
+
+    // The state a dead worker leaves, once its lease (1 s) has run out.
+    eventually(
+        "the dead worker's documents and task rows are abandoned",
+        WAIT,
+        || async {
+            let expired = count(
+                &pool,
+                "SELECT count(*) FROM documents
+                 WHERE status = 'PROCESSING' AND lease_until < now() - interval '100 ms'",
+            );
+            let stale = count(
+                &pool,
+                "SELECT count(*) FROM fang_tasks
+                 WHERE state = 'in_progress' AND updated_at < now() - interval '1100 ms'",
+            );
+            expired.await == 2 && stale.await == 2
+        },
+    )
+    .await;
+    let job = api.job(&id).await;
+    assert_eq!(job["status"], "RUNNING");
+    assert_eq!(
+        job["counts"],
+        json!({"pending": 4, "processing": 2, "available": 0, "failed": 0}),
+        "nothing moved while no worker was alive"
+    );
+
+    let rescuer = api.another(short_lease).await;
+    let job = api.wait_terminal(&id, WAIT).await;
+
+    // d1 and d4: one GET by the dead worker, one by the rescuer; the others once.
+    assert_all_stored(&api, &[&api.court], &n, &job, &docs, |id| {
+        if slow.contains(&id) {
+            2
+        } else {
+            1
+        }
+    })
+    .await;
+    for d in &docs {
+        let attempts = if slow.contains(&d.id.as_str()) { 2 } else { 1 };
+        assert_eq!(doc(&job, &d.id)["attempts"], attempts, "{}", d.id);
+    }
+    // The dead worker's in_progress rows were taken again and finished.
+    eventually("no task row is left", WAIT, || async {
+        count(&pool, "SELECT count(*) FROM fang_tasks").await == 0
+    })
+    .await;
+    rescuer.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_task_run_three_times_still_transfers_each_document_once() {
+    // What fang's racy fetch could do: the same batch handed to several workers. Here every
+    // task row exists three times over, and two worker processes run them all.
+    let court = Court::start().await;
+    let n = number(107);
+    let docs = small_docs(40);
+    court.add_process(&n, docs.clone());
+    let api = TestApp::spawn_with(
+        court,
+        Options {
+            role: Role::SERVE,
+            batch_size: 4,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pool = api.db.pool().await;
+    let id = job_id(&api.start(&n, false).await);
+    let copied = sqlx::query(
+        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at)
+         SELECT metadata, task_type, scheduled_at FROM fang_tasks, generate_series(1, 2)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(copied.rows_affected(), 20);
+    assert_eq!(
+        task_states(&pool, &id).await,
+        HashMap::from([("new".to_string(), 30)])
+    );
+
+    let one = api.another(worker_options(4)).await;
+    let two = api.another(worker_options(4)).await;
+    let job = api.wait_terminal(&id, WAIT).await;
+
+    assert_all_stored(&api, &[&api.court], &n, &job, &docs, |_| 1).await;
+    eventually("all 30 task rows ran and are gone", WAIT, || async {
+        count(&pool, "SELECT count(*) FROM fang_tasks").await == 0
+    })
+    .await;
+    one.stop().await;
+    two.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_in_progress_row_is_fetched_again_and_a_live_one_is_not() {
+    let (_db, pool) = queue_db(4).await;
+    let kind = "stale-probe";
+    let insert = |age: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let id = Uuid::new_v4();
+            let metadata = serde_json::to_value(&Probe {
+                kind: kind.into(),
+                n: 0,
+                end: End::Succeed,
+            } as &dyn AsyncRunnable)
+            .unwrap();
+            sqlx::query(&format!(
+                "INSERT INTO fang_tasks (id, metadata, task_type, state, updated_at)
+                 VALUES ($1, $2, $3, 'in_progress', now() - interval '{age}')"
+            ))
+            .bind(id)
+            .bind(metadata)
+            .bind(kind)
+            .execute(&pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let abandoned = insert("1 hour").await;
+    let _running = insert("0 seconds").await;
+    let queue = PgQueue::new(
+        pool.clone(),
+        QueueSettings {
+            stale_after: Duration::from_secs(5),
+        },
+    );
+    let types = vec![kind.to_string()];
+
+    let taken = queue.fetch(&types).await.unwrap().expect("the stale row");
+    assert_eq!(taken.id, abandoned);
+    assert_eq!(taken.retries, 1, "taking an abandoned row counts a retry");
+    assert!(
+        queue.fetch(&types).await.unwrap().is_none(),
+        "neither the live row nor the one just taken again is handed out"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) an undecodable row is failed, and the worker goes on
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_task_is_failed_and_kept_and_the_worker_goes_on() {
+    let court = Court::start().await;
+    let n = number(105);
+    let docs = small_docs(6);
+    court.add_process(&n, docs.clone());
+    // One worker only: if the bad row ended it, nothing would transfer the job below.
+    let app = TestApp::spawn_with(
+        court,
+        Options {
+            workers: 1,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pool = app.db.pool().await;
+    let bad: Uuid = sqlx::query_scalar(
+        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at)
+         VALUES ('{\"type\":\"NoSuchTask\"}', 'download', now()) RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let state = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT state::text, error_message FROM fang_tasks WHERE id = $1",
+        )
+        .bind(bad)
+        .fetch_optional(&pool)
+        .await
+        .unwrap()
+    };
+    eventually("the worker took the bad row", WAIT, || async {
+        state(pool.clone()).await.is_some_and(|(s, _)| s != "new")
+    })
+    .await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_all_stored(&app, &[&app.court], &n, &job, &docs, |_| 1).await;
+
+    let (state, error) = state(pool.clone()).await.expect("the failed row is kept");
+    assert_eq!(state, "failed");
+    let error = error.unwrap_or_default();
+    assert!(error.contains("cannot decode task"), "{error}");
+    assert!(error.contains("NoSuchTask"), "{error}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) finished tasks are deleted, failed ones kept
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_completed_jobs_tasks_are_deleted() {
+    let court = Court::start().await;
+    let n = number(106);
+    let docs = small_docs(10);
+    court.add_process(&n, docs.clone());
+    let api = TestApp::spawn_with(
+        court,
+        Options {
+            role: Role::SERVE,
+            batch_size: 2,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pool = api.db.pool().await;
+    let id = job_id(&api.start(&n, false).await);
+    assert_eq!(
+        task_states(&pool, &id).await,
+        HashMap::from([("new".to_string(), 5)])
+    );
+
+    let worker = api.another(worker_options(2)).await;
+    let job = api.wait_terminal(&id, WAIT).await;
+    assert_all_stored(&api, &[&api.court], &n, &job, &docs, |_| 1).await;
+    eventually("the job's finished tasks are deleted", WAIT, || async {
+        task_states(&pool, &id).await.is_empty()
+    })
+    .await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM fang_tasks").await, 0);
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_that_fail_or_panic_are_kept_with_their_error_and_successes_deleted() {
+    let (_db, pool) = queue_db(8).await;
+    let kind = "retention-probe";
+    let mut ids = HashMap::new();
+    for (n, end) in [
+        (1, End::Succeed),
+        (2, End::Fail),
+        (3, End::Panic),
+        (4, End::Succeed),
+    ] {
+        let task = Probe {
+            kind: kind.into(),
+            n,
+            end,
+        };
+        ids.insert(end, queue::enqueue(&pool, &task, None).await.unwrap());
+    }
+    let workers = WorkerPool::start(
+        PgQueue::new(pool.clone(), QueueSettings::default()),
+        WorkerSettings {
+            workers: 2,
+            task_types: vec![kind.to_string()],
+            poll_interval: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        },
+        Arc::new(()),
+    )
+    .await
+    .unwrap();
+    eventually("every probe ran", WAIT, || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM fang_tasks WHERE state IN ('new', 'retried', 'in_progress')",
+        )
+        .await
+            == 0
+    })
+    .await;
+    workers.shutdown().await;
+
+    let rows: Vec<(Uuid, String, Option<String>)> =
+        sqlx::query_as("SELECT id, state::text, error_message FROM fang_tasks ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let by_id: HashMap<Uuid, (String, Option<String>)> =
+        rows.into_iter().map(|(id, s, e)| (id, (s, e))).collect();
+    assert_eq!(by_id.len(), 2, "only the failed tasks are kept: {by_id:?}");
+    let (state, error) = &by_id[&ids[&End::Fail]];
+    assert_eq!(state, "failed");
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("probe 2 failed on purpose"),
+        "{error:?}"
+    );
+    let (state, error) = &by_id[&ids[&End::Panic]];
+    assert_eq!(state, "failed");
+    assert!(
+        error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("probe 3 panicked on purpose"),
+        "{error:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) uniq holds under concurrent enqueues
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_uniq_task_enqueued_20_times_at_once_is_one_row() {
+    let (_db, pool) = queue_db(24).await;
+    // Ten rounds, each a different task enqueued by 20 concurrent calls: a race that one round
+    // may miss does not escape ten.
+    for round in 0..10 {
+        let task = UniqProbe {
+            key: format!("round {round}"),
+        };
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let pool = pool.clone();
+                let task = task.clone();
+                tokio::spawn(async move { queue::enqueue(&pool, &task, None).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for call in calls {
+            ids.push(call.await.unwrap().map_err(|e| format!("{e:?}")));
+        }
+        let live: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM fang_tasks WHERE metadata->>'key' = $1
+               AND state IN ('new', 'retried', 'in_progress')",
+        )
+        .bind(&task.key)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(live.len(), 1, "round {round}: one live row");
+        let failed: Vec<&String> = ids.iter().filter_map(|id| id.as_ref().err()).collect();
+        assert!(
+            failed.is_empty(),
+            "round {round}: {} of 20 enqueues failed: {failed:?}",
+            failed.len()
+        );
+        assert!(
+            ids.iter().all(|id| id.as_ref() == Ok(&live[0])),
+            "round {round}: every enqueue returns the live row's id: {ids:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_uniq_task_enqueued_while_an_equal_one_is_being_inserted_gets_its_id() {
+    // Deterministic form of the race above: the first enqueue happens in a transaction
+    // (as `startDownload` does), and the others arrive before it commits.
+    let (_db, pool) = queue_db(8).await;
+    let task = UniqProbe {
+        key: "in-a-transaction".into(),
+    };
+    let mut tx = pool.begin().await.unwrap();
+    let first = queue::enqueue(&mut *tx, &task, None).await.unwrap();
+    let waiting: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            let task = task.clone();
+            tokio::spawn(async move { queue::enqueue(&pool, &task, None).await })
+        })
+        .collect();
+    // Let them reach the unique index and wait on the open transaction.
+    eventually("the other enqueues wait on the first", WAIT, || async {
+        count(
+            &pool,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO fang_tasks%'
+               AND datname = current_database()",
+        )
+        .await
+            == 3
+    })
+    .await;
+    tx.commit().await.unwrap();
+    for call in waiting {
+        let id = call.await.unwrap().map_err(|e| format!("{e:?}"));
+        assert_eq!(id, Ok(first), "a concurrent enqueue of the same task");
+    }
+    assert_eq!(count(&pool, "SELECT count(*) FROM fang_tasks").await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) the fetch itself is exclusive
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_fetchers_take_each_of_200_rows_once() {
+    let (_db, pool) = queue_db(12).await;
+    let kind = "fetch-probe";
+    let mut inserted = HashSet::new();
+    for n in 0..200 {
+        let task = Probe {
+            kind: kind.into(),
+            n,
+            end: End::Succeed,
+        };
+        inserted.insert(queue::enqueue(&pool, &task, None).await.unwrap());
+    }
+    assert_eq!(inserted.len(), 200);
+
+    let queue = PgQueue::new(pool.clone(), QueueSettings::default());
+    let fetchers: Vec<_> = (0..8)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                let types = vec![kind.to_string()];
+                let mut got = Vec::new();
+                while let Some(task) = queue.fetch(&types).await.expect("fetch") {
+                    got.push(task.id);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut fetched = Vec::new();
+    let mut busy = 0;
+    for fetcher in fetchers {
+        let got = fetcher.await.unwrap();
+        busy += usize::from(!got.is_empty());
+        fetched.extend(got);
+    }
+    let unique: HashSet<Uuid> = fetched.iter().copied().collect();
+    assert_eq!(fetched.len(), unique.len(), "no row was fetched twice");
+    assert_eq!(unique, inserted, "every row was fetched");
+    assert!(busy > 1, "the fetchers really ran side by side");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM fang_tasks WHERE state = 'in_progress'"
+        )
+        .await,
+        200
+    );
+}
