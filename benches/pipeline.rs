@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 const KEY: &str = "bench-key";
 const SECRET: &str = "bench-secret-0123456789";
 const CHUNK: usize = 64 * 1024;
+/// The plain loop writes to its own bucket, so that both sides create the same objects.
+const PLAIN_BUCKET: &str = "bench-plain";
 
 /// Deterministic bytes of document `seed`, generated as they are sent.
 fn chunk(seed: u64, index: usize, len: usize) -> Bytes {
@@ -72,13 +74,13 @@ struct CourtState {
     shas: Vec<String>,
 }
 
-async fn start_court(number: &str, count: usize, size: usize) -> String {
-    let shas = (0..count).map(|i| sha_of(i as u64, size)).collect();
+async fn start_court(number: &str, count: usize, size: usize) -> (String, Vec<String>) {
+    let shas: Vec<String> = (0..count).map(|i| sha_of(i as u64, size)).collect();
     let state = Arc::new(CourtState {
         number: number.to_string(),
         count,
         size,
-        shas,
+        shas: shas.clone(),
     });
     let app = Router::new()
         .route("/processes/{number}", get(listing))
@@ -87,7 +89,7 @@ async fn start_court(number: &str, count: usize, size: usize) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+    (url, shas)
 }
 
 async fn listing(State(s): State<Arc<CourtState>>, Path(number): Path<String>) -> Response {
@@ -127,7 +129,11 @@ async fn fresh_database(admin: &str) -> String {
 
 fn config(db: &str, s3: &str, court: &str, workers: u32) -> Config {
     let mut c = Config::defaults();
-    c.database_url = Some(db.into());
+    c.database_url = Some(if std::env::var_os("BENCH_ASYNC_COMMIT").is_some() {
+        format!("{db}?options=-c%20synchronous_commit%3Doff")
+    } else {
+        db.into()
+    });
     c.bind = "127.0.0.1:0".parse().unwrap();
     c.s3_endpoint = Some(s3.parse().unwrap());
     c.s3_bucket = "bench".into();
@@ -153,6 +159,7 @@ async fn gql(addr: &str, query: &str, variables: Value) -> Value {
 
 async fn run_job(addr: &str, number: &str) -> (Duration, Value) {
     let started = Instant::now();
+    let started_wall = chrono::Utc::now();
     let body = gql(
         addr,
         "mutation($n: String!) { startDownload(input: {number: $n}) { job { id } } }",
@@ -163,26 +170,48 @@ async fn run_job(addr: &str, number: &str) -> (Duration, Value) {
         .as_str()
         .unwrap_or_else(|| panic!("{body}"))
         .to_string();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("startDownload answered in {:?}", started.elapsed());
+    }
     loop {
         let job = gql(
             addr,
-            "query($id: ID!) { job(id: $id) { status counts { available failed } } }",
+            "query($id: ID!) { job(id: $id) { status createdAt startedAt completedAt counts { available failed } } }",
             json!({"id": id}),
         )
         .await["data"]["job"]
             .clone();
         if !matches!(job["status"].as_str(), Some("QUEUED" | "RUNNING")) {
-            return (started.elapsed(), job);
+            if std::env::var_os("BENCH_VERBOSE").is_some() {
+                eprintln!(
+                    "job: created {} started {} completed {}",
+                    job["createdAt"], job["startedAt"], job["completedAt"]
+                );
+            }
+            // The job ended at its completedAt (same machine, same clock): polling adds nothing.
+            let completed: chrono::DateTime<chrono::Utc> = job["completedAt"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(chrono::Utc::now);
+            let took = (completed - started_wall).to_std().unwrap_or_else(|_| started.elapsed());
+            return (took, job);
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// The plain loop: GET each body from the court, PUT it to S3, `workers` at a time.
-async fn plain_loop(court: &str, storage: &Storage, count: usize, workers: usize) -> Duration {
+/// The plain loop: GET each body from the court, PUT it to S3 under the same key, with the
+/// same Content-Type and SHA-256 metadata (the court's announced one), `workers` at a time.
+async fn plain_loop(
+    court: &str,
+    number: &str,
+    shas: &[String],
+    storage: &Storage,
+    workers: usize,
+) -> Duration {
     let http = reqwest::Client::new();
     let started = Instant::now();
-    futures::stream::iter(0..count)
+    futures::stream::iter(0..shas.len())
         .map(|i| {
             let http = http.clone();
             async move {
@@ -191,9 +220,12 @@ async fn plain_loop(court: &str, storage: &Storage, count: usize, workers: usize
                 storage
                     .client()
                     .put_object()
-                    .bucket(storage.bucket())
-                    .key(format!("plain/{i}"))
+                    .bucket(PLAIN_BUCKET)
+                    .key(format!(
+                        "processos/{number}/documentos/d{i}/Documento {i}.pdf"
+                    ))
                     .content_type("application/pdf")
+                    .metadata("sha256", &shas[i])
                     .body(body.into())
                     .send()
                     .await
@@ -214,7 +246,7 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
     let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
         .await
         .unwrap();
-    let court = start_court(number, count, size).await;
+    let (court, shas) = start_court(number, count, size).await;
     let storage = Storage::connect(&StorageConfig {
         endpoint: Some(s3.endpoint().into()),
         bucket: "bench".into(),
@@ -224,13 +256,29 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
     })
     .await;
     storage.ensure_bucket().await.unwrap();
+    storage
+        .client()
+        .create_bucket()
+        .bucket(PLAIN_BUCKET)
+        .send()
+        .await
+        .unwrap();
 
     println!("throughput: {count} documents of {size} bytes, {workers} workers, {rounds} rounds");
     println!("| round | plain loop (s) | autos (s) | ratio |");
     println!("|---|---|---|---|");
     let mut ratios = Vec::new();
     for round in 1..=rounds {
-        let plain = plain_loop(&court, &storage, count, workers).await;
+        // Alternate which side goes first, so neither always meets the other's leftovers
+        // (page cache, freed inodes) in the store's file system.
+        let plain_first = round % 2 == 1;
+        let mut plain = Duration::ZERO;
+        let mut plain_cpu = 0.0;
+        if plain_first {
+            let cpu = cpu_seconds();
+            plain = plain_loop(&court, number, &shas, &storage, workers).await;
+            plain_cpu = cpu_seconds() - cpu;
+        }
         let db = fresh_database(admin).await;
         let app = Application::start(
             config(&db, s3.endpoint(), &court, workers as u32),
@@ -239,9 +287,19 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         .await
         .unwrap();
         let addr = app.addr.unwrap().to_string();
+        let cpu = cpu_seconds();
         let (took, job) = run_job(&addr, number).await;
+        let autos_cpu = cpu_seconds() - cpu;
         assert_eq!(job["status"], "COMPLETED", "{job}");
         app.stop().await;
+        if !plain_first {
+            let cpu = cpu_seconds();
+            plain = plain_loop(&court, number, &shas, &storage, workers).await;
+            plain_cpu = cpu_seconds() - cpu;
+        }
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!("cpu seconds in this process: plain {plain_cpu:.2}, autos {autos_cpu:.2}");
+        }
         let ratio = took.as_secs_f64() / plain.as_secs_f64();
         ratios.push(ratio);
         println!(
@@ -258,6 +316,21 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
     );
     s3.shutdown();
     let _ = std::fs::remove_dir_all(&s3_dir);
+}
+
+/// CPU seconds (user + system) used so far by this process.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -278,7 +351,7 @@ async fn memory(admin: &str, size: usize) {
     let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
         .await
         .unwrap();
-    let court = start_court(number, 1, size).await;
+    let (court, _) = start_court(number, 1, size).await;
     let db = fresh_database(admin).await;
     // The API (no workers) in this process; the work in a separate `autos work` process.
     let app = Application::start(config(&db, s3.endpoint(), &court, 1), Role::SERVE)

@@ -351,19 +351,20 @@ pub async fn orphans(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid)>, sql
     .await
 }
 
-/// Records the queue task that will transfer these PENDING documents.
-pub async fn assign_task(
+/// Records, for each PENDING document, the queue task that will transfer it.
+pub async fn assign_tasks(
     conn: &mut PgConnection,
     document_ids: &[Uuid],
-    task_id: Uuid,
+    task_ids: &[Uuid],
     due: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE documents SET task_id = $2, next_attempt_at = $3, updated_at = now()
-         WHERE id = ANY($1) AND status = 'PENDING'",
+        "UPDATE documents d SET task_id = t.task_id, next_attempt_at = $3, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS t(id, task_id)
+         WHERE d.id = t.id AND d.status = 'PENDING'",
     )
     .bind(document_ids)
-    .bind(task_id)
+    .bind(task_ids)
     .bind(due)
     .execute(conn)
     .await?;

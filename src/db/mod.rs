@@ -39,6 +39,10 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("autos");
     PgPoolOptions::new()
         .max_connections(max)
+        // sqlx would ping every connection before handing it out: a second round trip for
+        // each statement. A dead connection fails its statement instead, and every caller
+        // is retried (queue tasks) or reports the error (API).
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await

@@ -34,12 +34,28 @@ impl AsyncRunnable for DownloadBatch {
         let svc = crate::queue::worker::context::<Services>().ok_or_else(|| FangError {
             description: "download task run outside an autos worker".into(),
         })?;
+        let failed = |document_id: Uuid| {
+            move |err: anyhow::Error| FangError {
+                description: format!("document {document_id}: {err:#}"),
+            }
+        };
+        // A document's final transition is written while the next one transfers: the
+        // database round trip stays off the transfer path. One is in flight at a time, so
+        // a batch's transitions still happen in order.
+        let mut settling: Option<(Uuid, tokio::task::JoinHandle<anyhow::Result<()>>)> = None;
         for &document_id in &self.document_ids {
-            transfer_one(&svc, self.job_id, document_id)
-                .await
-                .map_err(|err| FangError {
-                    description: format!("document {document_id}: {err:#}"),
-                })?;
+            let next = attempt(&svc, self.job_id, document_id).await;
+            if let Some((previous, handle)) = settling.take() {
+                join(handle).await.map_err(failed(previous))?;
+            }
+            if let Some((claim, outcome)) = next.map_err(failed(document_id))? {
+                let svc = svc.clone();
+                let handle = tokio::spawn(async move { settle(&svc, &claim, outcome).await });
+                settling = Some((document_id, handle));
+            }
+        }
+        if let Some((previous, handle)) = settling {
+            join(handle).await.map_err(failed(previous))?;
         }
         Ok(())
     }
@@ -76,38 +92,52 @@ impl From<SourceError> for AttemptError {
     }
 }
 
-/// Claims, transfers and settles one document. Errors are database errors only: everything
-/// that can go wrong with the document itself ends in a document status.
-async fn transfer_one(svc: &Services, job_id: Uuid, document_id: Uuid) -> anyhow::Result<()> {
+async fn join(handle: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    handle
+        .await
+        .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?
+}
+
+/// Claims and transfers one document; returns the claim and how it ended, for the caller to
+/// settle, or `None` when there is nothing left to settle (not claimable, released, lost, or a
+/// retry already scheduled). Errors are database errors only: everything that can go wrong
+/// with the document itself ends in a document status.
+async fn attempt(
+    svc: &Services,
+    job_id: Uuid,
+    document_id: Uuid,
+) -> anyhow::Result<Option<(Claim, Outcome)>> {
     let settings = &svc.settings;
     let Some(claim) = documents::claim(&svc.pool, document_id, job_id, settings.lease).await?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let started = std::time::Instant::now();
-    let attempt = tokio::time::timeout(settings.download_timeout, transfer(svc, &claim));
-    tokio::pin!(attempt);
-    let mut beat = tokio::time::interval(settings.lease / 4);
-    beat.tick().await;
-    let result = loop {
-        tokio::select! {
-            result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
-                message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
-                retryable: true,
-                retry_after: None,
-            })),
-            _ = beat.tick() => match documents::heartbeat(&svc.pool, &claim, settings.lease).await? {
-                Heartbeat::Renewed => {}
-                Heartbeat::JobCancelled => {
-                    tracing::info!(document = %document_id, "job cancelled; transfer stopped");
-                    settle(svc, &claim, Outcome::Released).await?;
-                    return Ok(());
-                }
-                Heartbeat::Lost => {
-                    tracing::warn!(document = %document_id, "claim lost; transfer stopped");
-                    return Ok(());
-                }
-            },
+    let result = {
+        let attempt = tokio::time::timeout(settings.download_timeout, transfer(svc, &claim));
+        tokio::pin!(attempt);
+        let mut beat = tokio::time::interval(settings.lease / 4);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
+                    message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
+                    retryable: true,
+                    retry_after: None,
+                })),
+                _ = beat.tick() => match documents::heartbeat(&svc.pool, &claim, settings.lease).await? {
+                    Heartbeat::Renewed => {}
+                    Heartbeat::JobCancelled => {
+                        tracing::info!(document = %document_id, "job cancelled; transfer stopped");
+                        settle(svc, &claim, Outcome::Released).await?;
+                        return Ok(None);
+                    }
+                    Heartbeat::Lost => {
+                        tracing::warn!(document = %document_id, "claim lost; transfer stopped");
+                        return Ok(None);
+                    }
+                },
+            }
         }
     };
 
@@ -139,7 +169,7 @@ async fn transfer_one(svc: &Services, job_id: Uuid, document_id: Uuid) -> anyhow
             )
             .await?;
             tx.commit().await?;
-            return Ok(());
+            return Ok(None);
         }
         Err(err) => {
             let error = if err.retryable {
@@ -151,7 +181,7 @@ async fn transfer_one(svc: &Services, job_id: Uuid, document_id: Uuid) -> anyhow
             Outcome::Failed { error }
         }
     };
-    settle(svc, &claim, outcome).await
+    Ok(Some((claim, outcome)))
 }
 
 async fn settle(svc: &Services, claim: &Claim, outcome: Outcome) -> anyhow::Result<()> {
@@ -198,7 +228,8 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
         .clone()
         .or_else(|| body.content_type.clone())
         .unwrap_or_else(|| "application/octet-stream".to_string());
-    let (verified, _digest) = source::verify(
+    let content_length = body.content_length;
+    let (verified, digest) = source::verify(
         body,
         size,
         doc.sha256.as_deref(),
@@ -207,7 +238,13 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
     let key = names::storage_key(&number, &doc.source_id, &doc.name);
     let stored = svc
         .storage
-        .put_stream(&key, &content_type, verified)
+        .put_stream(
+            &key,
+            &content_type,
+            size.or(content_length),
+            verified,
+            || digest.digest().map(|(_, sha)| sha),
+        )
         .await
         .map_err(|err| match err {
             UploadError::Body(source) => AttemptError::from(source),

@@ -242,14 +242,24 @@ pub async fn enqueue_batches(
     batch_size: usize,
     due: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    for batch in document_ids.chunks(batch_size.max(1)) {
-        let task = DownloadBatch {
+    let tasks: Vec<DownloadBatch> = document_ids
+        .chunks(batch_size.max(1))
+        .map(|batch| DownloadBatch {
             job_id,
             document_ids: batch.to_vec(),
-        };
-        let task_id = crate::queue::enqueue(&mut *conn, &task, Some(due)).await?;
-        db::documents::assign_task(conn, batch, task_id, due).await?;
-    }
+        })
+        .collect();
+    let runnables: Vec<&dyn fang::AsyncRunnable> = tasks
+        .iter()
+        .map(|t| t as &dyn fang::AsyncRunnable)
+        .collect();
+    let task_ids = crate::queue::enqueue_many(&mut *conn, &runnables, Some(due)).await?;
+    let assigned: Vec<Uuid> = tasks
+        .iter()
+        .zip(&task_ids)
+        .flat_map(|(task, id)| task.document_ids.iter().map(move |_| *id))
+        .collect();
+    db::documents::assign_tasks(conn, document_ids, &assigned, due).await?;
     Ok(())
 }
 

@@ -153,6 +153,44 @@ pub async fn enqueue(
     Ok(id)
 }
 
+/// Inserts many (non-`uniq`) tasks in one statement, all due at `scheduled_at`; returns their
+/// ids in order. Like [`enqueue`], on any executor.
+pub async fn enqueue_many(
+    db: impl PgExecutor<'_>,
+    tasks: &[&dyn AsyncRunnable],
+    scheduled_at: Option<DateTime<Utc>>,
+) -> Result<Vec<Uuid>, AsyncQueueError> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::new_v4()).collect();
+    let mut metadata = Vec::with_capacity(tasks.len());
+    let mut types = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if task.uniq() {
+            return Err(AsyncQueueError::TaskNotUniqError);
+        }
+        metadata.push(serde_json::to_value(*task)?);
+        types.push(task.task_type());
+    }
+    sqlx::query(
+        "WITH inserted AS (
+            INSERT INTO fang_tasks (id, metadata, task_type, scheduled_at)
+            SELECT id, metadata, task_type, coalesce($4, now())
+            FROM UNNEST($1::uuid[], $2::jsonb[], $3::text[]) AS t(id, metadata, task_type)
+            RETURNING task_type)
+         SELECT pg_notify($5, task_type) FROM (SELECT DISTINCT task_type FROM inserted) AS t",
+    )
+    .bind(&ids)
+    .bind(&metadata)
+    .bind(&types)
+    .bind(scheduled_at)
+    .bind(WAKE_CHANNEL)
+    .execute(db)
+    .await?;
+    Ok(ids)
+}
+
 #[async_trait]
 impl AsyncQueueable for PgQueue {
     async fn fetch_and_touch_task(

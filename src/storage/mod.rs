@@ -12,7 +12,6 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirecti
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Object metadata key holding the document's SHA-256 (`x-amz-meta-sha256`).
@@ -169,29 +168,33 @@ impl Storage {
             .is_ok()
     }
 
-    /// Streams `body` into `key`, computing its SHA-256 on the way and storing it in metadata.
+    /// Streams `body` (of about `size_hint` bytes, when known) into `key`, storing the SHA-256 that `sha256` gives once the body has
+    /// ended (the body's verifier computed it on the way) in the object's metadata.
     ///
     /// An error from the stream aborts the upload: a body that fails its length or checksum
-    /// check never becomes an object.
+    /// check never becomes an object. A single-request upload is signed with that same
+    /// SHA-256 as its payload hash, so the bytes are hashed once, not twice.
     pub async fn put_stream<S, E>(
         &self,
         key: &str,
         content_type: &str,
+        size_hint: Option<u64>,
         body: S,
+        sha256: impl FnOnce() -> Option<String>,
     ) -> Result<StoredObject, UploadError<E>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
         let mut body = body;
-        let mut hasher = Sha256::new();
         let mut size = 0u64;
-        let mut buffer = BytesMut::with_capacity(self.part_size);
+        // A small document should not cost a part-sized allocation.
+        let capacity = size_hint.map_or(256 * 1024, |hint| hint as usize);
+        let mut buffer = BytesMut::with_capacity(capacity.min(self.part_size));
         let mut multipart: Option<Multipart> = None;
 
         let result = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(UploadError::Body)?;
-                hasher.update(&chunk);
                 size += chunk.len() as u64;
                 buffer.extend_from_slice(&chunk);
                 while buffer.len() >= self.part_size {
@@ -204,7 +207,9 @@ impl Storage {
                     }
                 }
             }
-            let sha256 = hex::encode(hasher.finalize_reset());
+            let sha256 = sha256().ok_or_else(|| {
+                UploadError::Storage("the body ended without a verified SHA-256".into())
+            })?;
             match multipart.as_mut() {
                 None => {
                     self.client
@@ -215,6 +220,8 @@ impl Storage {
                         .content_length(buffer.len() as i64)
                         .metadata(SHA256_METADATA, &sha256)
                         .body(ByteStream::from(buffer.split().freeze()))
+                        .customize()
+                        .interceptor(PrecomputedPayloadHash(sha256.clone()))
                         .send()
                         .await
                         .map_err(|e| UploadError::Storage(describe(e)))?;
@@ -382,6 +389,29 @@ impl Storage {
             url: presigned.uri().to_string(),
             expires_at,
         })
+    }
+}
+
+/// Signs a request with a payload hash computed beforehand, instead of hashing the body again.
+#[derive(Debug)]
+struct PrecomputedPayloadHash(String);
+
+impl aws_sdk_s3::config::Intercept for PrecomputedPayloadHash {
+    fn name(&self) -> &'static str {
+        "PrecomputedPayloadHash"
+    }
+
+    fn modify_before_signing(
+        &self,
+        _context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        cfg.interceptor_state()
+            .store_put(aws_runtime::auth::PayloadSigningOverride::Precomputed(
+                self.0.clone(),
+            ));
+        Ok(())
     }
 }
 
