@@ -193,10 +193,12 @@ async fn run_job(addr: &str, number: &str) -> (Duration, Value) {
                 .as_str()
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_else(chrono::Utc::now);
-            let took = (completed - started_wall).to_std().unwrap_or_else(|_| started.elapsed());
+            let took = (completed - started_wall)
+                .to_std()
+                .unwrap_or_else(|_| started.elapsed());
             return (took, job);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
