@@ -274,33 +274,45 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         // Alternate which side goes first, so neither always meets the other's leftovers
         // (page cache, freed inodes) in the store's file system.
         let plain_first = round % 2 == 1;
-        let mut plain = Duration::ZERO;
+        // BENCH_SIDE=plain|autos runs one side only (for profiling one side with perf).
+        let side = std::env::var("BENCH_SIDE").unwrap_or_default();
+        let mut plain = Duration::from_nanos(1);
         let mut plain_cpu = 0.0;
-        if plain_first {
+        if plain_first && side != "autos" {
             let cpu = cpu_seconds();
             plain = plain_loop(&court, number, &shas, &storage, workers).await;
             plain_cpu = cpu_seconds() - cpu;
         }
+        if side == "plain" {
+            println!("| {round} | {:.3} | - | - |", plain.as_secs_f64());
+            continue;
+        }
+        // autos runs as deployed: its own process (`autos all`), 4 workers.
         let db = fresh_database(admin).await;
-        let app = Application::start(
-            config(&db, s3.endpoint(), &court, workers as u32),
-            Role::ALL,
-        )
-        .await
-        .unwrap();
-        let addr = app.addr.unwrap().to_string();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut child = spawn_autos(
+            "all",
+            &db,
+            s3.endpoint(),
+            &court,
+            &[
+                ("AUTOS_BIND", addr.clone()),
+                ("AUTOS_WORKERS", workers.to_string()),
+            ],
+        );
+        wait_ready(&addr).await;
         let cpu = cpu_seconds();
         let (took, job) = run_job(&addr, number).await;
         let autos_cpu = cpu_seconds() - cpu;
         assert_eq!(job["status"], "COMPLETED", "{job}");
-        app.stop().await;
-        if !plain_first {
+        let _ = child.kill().await;
+        if !plain_first && side != "autos" {
             let cpu = cpu_seconds();
             plain = plain_loop(&court, number, &shas, &storage, workers).await;
             plain_cpu = cpu_seconds() - cpu;
         }
         if std::env::var_os("BENCH_VERBOSE").is_some() {
-            eprintln!("cpu seconds in this process: plain {plain_cpu:.2}, autos {autos_cpu:.2}");
+            eprintln!("harness CPU seconds (court, store, client): plain {plain_cpu:.2}, autos {autos_cpu:.2}");
         }
         let ratio = took.as_secs_f64() / plain.as_secs_f64();
         ratios.push(ratio);
@@ -346,6 +358,59 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Runs the release `autos` binary (`AUTOS_BIN`, default `target/release/autos`) with
+/// `command`, pointed at this harness's database, store and court.
+fn spawn_autos(
+    command: &str,
+    db: &str,
+    s3: &str,
+    court: &str,
+    extra: &[(&str, String)],
+) -> tokio::process::Child {
+    let binary = std::env::var("AUTOS_BIN").unwrap_or_else(|_| "target/release/autos".into());
+    let mut cmd = tokio::process::Command::new(&binary);
+    cmd.arg(command)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", db)
+        .env("AUTOS_S3_ENDPOINT", s3)
+        .env("AUTOS_S3_BUCKET", "bench")
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AUTOS_SOURCE_URL", court)
+        .env("AUTOS_LOG", "warn")
+        .kill_on_drop(true);
+    for (name, value) in extra {
+        cmd.env(name, value);
+    }
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot run {binary}: {e} (build it with cargo build --release)")
+    })
+}
+
+/// A free loopback port for a child's HTTP server.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the child's API answers /readyz.
+async fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("autos at {addr} did not become ready");
+}
+
 async fn memory(admin: &str, size: usize) {
     let number = "0000832-35.2018.4.01.3202";
     let s3_dir =
@@ -360,24 +425,16 @@ async fn memory(admin: &str, size: usize) {
         .await
         .unwrap();
     let addr = app.addr.unwrap().to_string();
-    let binary = std::env::var("AUTOS_BIN").unwrap_or_else(|_| "target/release/autos".into());
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("work")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &db)
-        .env("AUTOS_S3_ENDPOINT", s3.endpoint())
-        .env("AUTOS_S3_BUCKET", "bench")
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AUTOS_SOURCE_URL", &court)
-        .env("AUTOS_WORKERS", "1")
-        .env("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string())
-        .env("AUTOS_LOG", "warn")
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {binary}: {e} (build it with cargo build --release)")
-        });
+    let mut child = spawn_autos(
+        "work",
+        &db,
+        s3.endpoint(),
+        &court,
+        &[
+            ("AUTOS_WORKERS", "1".into()),
+            ("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string()),
+        ],
+    );
     let pid = child.id().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = peak_rss_kib(pid).unwrap_or(0);

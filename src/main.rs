@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    init_tracing(&cli.config);
+    if let Err(message) = init_tracing(&cli.config) {
+        eprintln!("autos: {message}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,15 +79,14 @@ fn name_variable(command: &clap::Command, err: clap::Error) -> clap::Error {
     }
 }
 
-fn init_tracing(config: &autos::config::Config) {
+fn init_tracing(config: &autos::config::Config) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|err| {
-        eprintln!(
-            "autos: AUTOS_LOG `{}` is not a valid filter ({err}); using `info`",
+    let filter = EnvFilter::try_new(&config.log).map_err(|err| {
+        format!(
+            "AUTOS_LOG `{}` is not a valid log filter: {err}",
             config.log
-        );
-        EnvFilter::new("info")
-    });
+        )
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -93,6 +95,7 @@ fn init_tracing(config: &autos::config::Config) {
     } else {
         builder.init();
     }
+    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
