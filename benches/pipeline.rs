@@ -146,7 +146,10 @@ fn config(db: &str, s3: &str, court: &str, workers: u32) -> Config {
 }
 
 async fn gql(addr: &str, query: &str, variables: Value) -> Value {
-    reqwest::Client::new()
+    // One client for the whole run: building one loads the system's root certificates.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(reqwest::Client::new)
         .post(format!("http://{addr}/graphql"))
         .json(&json!({"query": query, "variables": variables}))
         .send()
@@ -298,12 +301,19 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
             &[
                 ("AUTOS_BIND", addr.clone()),
                 ("AUTOS_WORKERS", workers.to_string()),
+                (
+                    "AUTOS_BATCH_SIZE",
+                    std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "5".into()),
+                ),
             ],
         );
         wait_ready(&addr).await;
+        let pid = child.id().unwrap_or_default().to_string();
         let cpu = cpu_seconds();
+        let child_cpu = cpu_seconds_of(&pid);
         let (took, job) = run_job(&addr, number).await;
         let autos_cpu = cpu_seconds() - cpu;
+        let child_cpu = cpu_seconds_of(&pid) - child_cpu;
         assert_eq!(job["status"], "COMPLETED", "{job}");
         let _ = child.kill().await;
         if !plain_first && side != "autos" {
@@ -312,7 +322,7 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
             plain_cpu = cpu_seconds() - cpu;
         }
         if std::env::var_os("BENCH_VERBOSE").is_some() {
-            eprintln!("harness CPU seconds (court, store, client): plain {plain_cpu:.2}, autos {autos_cpu:.2}");
+            eprintln!("CPU seconds: harness (court, store, client) plain {plain_cpu:.2}, autos {autos_cpu:.2}; the autos process {child_cpu:.2}");
         }
         let ratio = took.as_secs_f64() / plain.as_secs_f64();
         ratios.push(ratio);
@@ -334,7 +344,12 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
 
 /// CPU seconds (user + system) used so far by this process.
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
         .rsplit_once(')')

@@ -213,16 +213,19 @@ pub async fn create(
     .bind(&all)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE documents SET job_id = $1, updated_at = now() WHERE id = ANY($2)")
-        .bind(job.id)
-        .bind(&all)
-        .execute(&mut *conn)
-        .await?;
+    // One pass over the rows: every document joins the job, those to transfer start afresh.
     sqlx::query(
-        "UPDATE documents SET status = 'PENDING', attempts = 0, last_error = NULL,
-                next_attempt_at = now(), task_id = NULL, updated_at = now()
-         WHERE id = ANY($1)",
+        "UPDATE documents d SET job_id = $1, updated_at = now(),
+                status = CASE WHEN t.fresh THEN 'PENDING' ELSE d.status END,
+                attempts = CASE WHEN t.fresh THEN 0 ELSE d.attempts END,
+                last_error = CASE WHEN t.fresh THEN NULL ELSE d.last_error END,
+                next_attempt_at = CASE WHEN t.fresh THEN now() ELSE d.next_attempt_at END,
+                task_id = CASE WHEN t.fresh THEN NULL ELSE d.task_id END
+         FROM (SELECT id, id = ANY($3) AS fresh FROM UNNEST($2::uuid[]) AS u(id)) AS t
+         WHERE d.id = t.id",
     )
+    .bind(job.id)
+    .bind(&all)
     .bind(&to_transfer)
     .execute(&mut *conn)
     .await?;
