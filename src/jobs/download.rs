@@ -7,15 +7,19 @@
 
 use super::{Services, DOWNLOAD_TASK};
 use crate::db::documents::{self, Claim, Heartbeat, Outcome};
+use crate::db::DbError;
 use crate::domain::{names, ProcessNumber};
 use crate::source::{self, ListedDocument, SourceError};
 use crate::storage::UploadError;
 use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
+use futures::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 /// Transfers `document_ids` of `job_id`, one after the other.
@@ -39,16 +43,33 @@ impl AsyncRunnable for DownloadBatch {
                 description: format!("document {document_id}: {err:#}"),
             }
         };
-        // A document's final transition is written while the next one transfers: the
-        // database round trip stays off the transfer path. One is in flight at a time, so
-        // a batch's transitions still happen in order.
-        let mut settling: Option<(Uuid, tokio::task::JoinHandle<anyhow::Result<()>>)> = None;
-        for &document_id in &self.document_ids {
-            let next = attempt(&svc, self.job_id, document_id).await;
+        // The database stays off the transfer path: a document's final transition is
+        // written while the next one transfers (one in flight at a time, so a batch's
+        // transitions keep their order), and the next document is claimed as soon as the
+        // current one's last byte has arrived, while its upload completes.
+        let mut settling: Option<(Uuid, JoinHandle<anyhow::Result<()>>)> = None;
+        let mut ahead: Option<JoinHandle<Result<Option<Claim>, DbError>>> = None;
+        for (i, &document_id) in self.document_ids.iter().enumerate() {
+            let claim = match ahead.take() {
+                Some(handle) => handle
+                    .await
+                    .map_err(|e| anyhow::anyhow!("claiming task failed: {e}"))
+                    .and_then(|claim| Ok(claim?)),
+                None => documents::claim(&svc.pool, document_id, self.job_id, svc.settings.lease)
+                    .await
+                    .map_err(anyhow::Error::from),
+            }
+            .map_err(failed(document_id))?;
+            let next = self.document_ids.get(i + 1).map(|&id| (self.job_id, id));
+            let (ended, claimed_ahead) = match claim {
+                Some(claim) => attempt(&svc, claim, next).await,
+                None => (Ok(None), None),
+            };
+            ahead = claimed_ahead;
             if let Some((previous, handle)) = settling.take() {
                 join(handle).await.map_err(failed(previous))?;
             }
-            if let Some((claim, outcome)) = next.map_err(failed(document_id))? {
+            if let Some((claim, outcome)) = ended.map_err(failed(document_id))? {
                 let svc = svc.clone();
                 let handle = tokio::spawn(async move { settle(&svc, &claim, outcome).await });
                 settling = Some((document_id, handle));
@@ -56,6 +77,14 @@ impl AsyncRunnable for DownloadBatch {
         }
         if let Some((previous, handle)) = settling {
             join(handle).await.map_err(failed(previous))?;
+        }
+        if let Some(handle) = ahead {
+            // Only an error ends a batch early; give back what was claimed for it.
+            if let Ok(Ok(Some(claim))) = handle.await {
+                settle(&svc, &claim, Outcome::Released)
+                    .await
+                    .map_err(failed(claim.document.id))?;
+            }
         }
         Ok(())
     }
@@ -92,29 +121,53 @@ impl From<SourceError> for AttemptError {
     }
 }
 
-async fn join(handle: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+async fn join(handle: JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
     handle
         .await
         .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?
 }
 
-/// Claims and transfers one document; returns the claim and how it ended, for the caller to
-/// settle, or `None` when there is nothing left to settle (not claimable, released, lost, or a
-/// retry already scheduled). Errors are database errors only: everything that can go wrong
-/// with the document itself ends in a document status.
+/// A claim taken ahead, for the next document of the batch.
+type Ahead = JoinHandle<Result<Option<Claim>, DbError>>;
+
+/// Transfers one claimed document; returns the claim and how it ended, for the caller to
+/// settle, or `None` when there is nothing left to settle (released, lost, or a retry already
+/// scheduled) — and the claim of `next` if it was taken ahead. Errors are database errors
+/// only: everything that can go wrong with the document itself ends in a document status.
 async fn attempt(
     svc: &Services,
-    job_id: Uuid,
-    document_id: Uuid,
+    claim: Claim,
+    next: Option<(Uuid, Uuid)>,
+) -> (anyhow::Result<Option<(Claim, Outcome)>>, Option<Ahead>) {
+    let ahead: Arc<Mutex<Option<Ahead>>> = Arc::default();
+    let claim_next = {
+        let (pool, lease, ahead) = (svc.pool.clone(), svc.settings.lease, ahead.clone());
+        move || {
+            if let Some((job_id, document_id)) = next {
+                let handle = tokio::spawn(async move {
+                    documents::claim(&pool, document_id, job_id, lease).await
+                });
+                *ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+            }
+        }
+    };
+    let ended = transfer_claimed(svc, claim, claim_next).await;
+    let ahead = ahead.lock().unwrap_or_else(|e| e.into_inner()).take();
+    (ended, ahead)
+}
+
+async fn transfer_claimed(
+    svc: &Services,
+    claim: Claim,
+    claim_next: impl FnOnce() + Send,
 ) -> anyhow::Result<Option<(Claim, Outcome)>> {
     let settings = &svc.settings;
-    let Some(claim) = documents::claim(&svc.pool, document_id, job_id, settings.lease).await?
-    else {
-        return Ok(None);
-    };
+    let document_id = claim.document.id;
+    let job_id = claim.document.job_id.unwrap_or_default();
     let started = std::time::Instant::now();
     let result = {
-        let attempt = tokio::time::timeout(settings.download_timeout, transfer(svc, &claim));
+        let attempt =
+            tokio::time::timeout(settings.download_timeout, transfer(svc, &claim, claim_next));
         tokio::pin!(attempt);
         let mut beat = tokio::time::interval(settings.lease / 4);
         beat.tick().await;
@@ -203,8 +256,13 @@ pub fn retry_delay(backoff: Duration, attempt: i32, retry_after: Option<Duration
         .min(Duration::from_secs(3600))
 }
 
-/// One attempt: open at the source, stream through the verifier into S3.
-async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError> {
+/// One attempt: open at the source, stream through the verifier into S3. `body_ended` runs
+/// once the whole body has arrived and passed its checks, before the upload completes.
+async fn transfer(
+    svc: &Services,
+    claim: &Claim,
+    body_ended: impl FnOnce() + Send,
+) -> Result<Outcome, AttemptError> {
     let doc = &claim.document;
     let number = ProcessNumber::parse(&claim.process_number).map_err(|e| AttemptError {
         message: format!("stored process number is invalid: {e}"),
@@ -235,6 +293,13 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
         doc.sha256.as_deref(),
         svc.settings.max_document_bytes,
     );
+    let mut body_ended = Some(body_ended);
+    let verified = verified.chain(futures::stream::poll_fn(move |_| {
+        if let Some(ended) = body_ended.take() {
+            ended();
+        }
+        std::task::Poll::Ready(None)
+    }));
     let key = names::storage_key(&number, &doc.source_id, &doc.name);
     let stored = svc
         .storage
