@@ -113,6 +113,19 @@ async fn file(State(s): State<Arc<CourtState>>, Path(id): Path<usize>) -> Respon
         .unwrap()
 }
 
+async fn drop_database(admin: &str, url: &str) {
+    let name = url::Url::parse(url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_string();
+    if let Ok(pool) = sqlx::PgPool::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+    }
+}
+
 async fn fresh_database(admin: &str) -> String {
     let name = format!("autos_bench_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::PgPool::connect(admin)
@@ -316,6 +329,7 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         let child_cpu = cpu_seconds_of(&pid) - child_cpu;
         assert_eq!(job["status"], "COMPLETED", "{job}");
         let _ = child.kill().await;
+        drop_database(admin, &db).await;
         if !plain_first && side != "autos" {
             let cpu = cpu_seconds();
             plain = plain_loop(&court, number, &shas, &storage, workers).await;
@@ -475,7 +489,8 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let admin = std::env::var("AUTOS_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        // Loopback: TLS would only add work to both ends of every statement.
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into());
     let which = args.first().map(String::as_str).unwrap_or("all");
     let env_usize = |name: &str, default: usize| {
         std::env::var(name)
