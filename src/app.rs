@@ -229,8 +229,9 @@ impl Application {
                 .await
                 .with_context(|| format!("cannot listen on {} (AUTOS_BIND)", config.bind))?;
             let addr = listener.local_addr()?;
+            let hub = crate::progress::Hub::start(pool.clone(), stop.clone());
             let state = HttpState {
-                schema: graphql::schema(Some(services.clone())),
+                schema: graphql::schema(Some((services.clone(), hub))),
                 services: services.clone(),
             };
             let app = http::router(state);

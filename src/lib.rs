@@ -19,6 +19,8 @@ pub mod graphql;
 pub mod http;
 /// Download jobs: starting, cancelling, retrying, and the batch task that transfers documents.
 pub mod jobs;
+/// Live progress: LISTEN/NOTIFY fanned out to subscribers.
+pub mod progress;
 /// The PostgreSQL task queue (fang's tasks on our pool) and its workers.
 pub mod queue;
 /// The upstream court source: `http(s)://` and `file://`.

@@ -46,6 +46,8 @@ fn schema_keeps_the_contract_names() {
         "downloadUrl: String",
         "downloadUrlExpiresAt: DateTime",
         "webhook: WebhookStatus",
+        "type Subscription { jobProgress(jobId: ID!): JobProgress! }",
+        "subscription: Subscription",
     ] {
         assert!(compact.contains(signature), "missing `{signature}` in:\n{compact}");
     }

@@ -125,6 +125,16 @@ pub struct Loaders {
 }
 
 impl Loaders {
+    /// Turns caching off (for a WebSocket connection, which outlives any one read).
+    pub fn disable_caches(&self) {
+        self.process.enable_all_cache(false);
+        self.job.enable_all_cache(false);
+        self.latest_job.enable_all_cache(false);
+        self.process_documents.enable_all_cache(false);
+        self.job_documents.enable_all_cache(false);
+        self.document.enable_all_cache(false);
+    }
+
     /// Fresh loaders (their caches live as long as one request).
     pub fn new(pool: &PgPool) -> Self {
         fn make<T: Send + Sync + 'static>(loader: T) -> Cached<T> {

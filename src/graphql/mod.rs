@@ -4,23 +4,29 @@ pub mod errors;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod subscription;
 pub mod types;
 
 use crate::jobs::Services;
-use async_graphql::{EmptySubscription, Schema};
+use crate::progress::Hub;
+use async_graphql::Schema;
 
 pub use loaders::Loaders;
 
 /// The schema type.
-pub type AutosSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+pub type AutosSchema = Schema<query::Query, mutation::Mutation, subscription::SubscriptionRoot>;
 
 /// Builds the schema. Per-request data ([`Loaders`]) is added by the HTTP layer.
-pub fn schema(services: Option<Services>) -> AutosSchema {
-    let builder = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
-        .limit_depth(12)
-        .limit_complexity(20_000);
-    match services {
-        Some(services) => builder.data(services).finish(),
+pub fn schema(parts: Option<(Services, Hub)>) -> AutosSchema {
+    let builder = Schema::build(
+        query::Query,
+        mutation::Mutation,
+        subscription::SubscriptionRoot,
+    )
+    .limit_depth(12)
+    .limit_complexity(20_000);
+    match parts {
+        Some((services, hub)) => builder.data(services).data(hub).finish(),
         None => builder.finish(),
     }
 }

@@ -2,8 +2,9 @@
 
 use crate::graphql::{AutosSchema, Loaders};
 use crate::jobs::Services;
-use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -27,7 +28,7 @@ pub struct HttpState {
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/", get(index))
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -40,7 +41,32 @@ async fn graphql(State(state): State<HttpState>, request: GraphQLRequest) -> Gra
     state.schema.execute(request).await.into()
 }
 
-async fn graphiql() -> Html<String> {
+/// `GET /graphql`: a WebSocket upgrade (`graphql-transport-ws` or the legacy `graphql-ws`)
+/// for subscriptions, GraphiQL otherwise.
+async fn graphql_get(
+    State(state): State<HttpState>,
+    protocol: Result<GraphQLProtocol, StatusCode>,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) else {
+        return graphiql().into_response();
+    };
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            // A connection lives long: its loaders must not serve yesterday's rows.
+            let loaders = Loaders::new(&state.services.pool);
+            loaders.disable_caches();
+            let mut data = async_graphql::Data::default();
+            data.insert(loaders);
+            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .with_data(data)
+                .serve()
+        })
+        .into_response()
+}
+
+fn graphiql() -> Html<String> {
     Html(
         GraphiQLSource::build()
             .endpoint("/graphql")

@@ -1,0 +1,255 @@
+//! Live progress: PostgreSQL `LISTEN/NOTIFY` → one in-memory fan-out per `serve` process.
+//!
+//! Status changes notify `autos_progress` from inside their transaction (triggers, see the
+//! migrations), whichever process made them. Each process holds one listening connection.
+//! For every job somebody watches, one refresher task re-reads the job once per burst of
+//! notifications and publishes the snapshot on a `watch` channel: subscribers share that
+//! read, and a slow subscriber simply sees the latest snapshot (coalesced, never reordered).
+//! When the listening connection drops, it reconnects with backoff and every watched job is
+//! re-read, so nothing is missed for good.
+
+use crate::db::{self, DocumentRow, JobRow};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+/// The notification channel.
+pub const CHANNEL: &str = "autos_progress";
+
+/// A job as one notification burst left it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The job.
+    pub job: JobRow,
+    /// The document whose change caused this snapshot, if one did.
+    pub document: Option<DocumentRow>,
+    /// When it was read.
+    pub at: DateTime<Utc>,
+}
+
+struct Watched {
+    changed: Arc<Notify>,
+    /// The last document that changed, for the next snapshot.
+    document: Mutex<Option<Uuid>>,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+}
+
+/// The fan-out hub of one process.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    jobs: Mutex<HashMap<Uuid, Weak<Watched>>>,
+}
+
+/// A subscription to one job's snapshots. Dropping every subscription of a job stops its
+/// refresher.
+pub struct Subscription {
+    _watched: Arc<Watched>,
+    /// Snapshots, latest first: `None` until the first read.
+    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+}
+
+impl Hub {
+    /// Starts the listener on `pool` and returns the hub; the listener stops with `stop`.
+    pub fn start(pool: PgPool, stop: watch::Receiver<bool>) -> Hub {
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                pool,
+                jobs: Mutex::new(HashMap::new()),
+            }),
+        };
+        tokio::spawn(hub.clone().listen(stop));
+        hub
+    }
+
+    /// Watches a job: the receiver's first value is the job as it is now.
+    pub fn subscribe(&self, job_id: Uuid) -> Subscription {
+        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(watched) = jobs.get(&job_id).and_then(Weak::upgrade) {
+            // A finished job's refresher has stopped; a job re-opened since needs a new one.
+            let finished = watched
+                .snapshots
+                .borrow()
+                .as_ref()
+                .is_some_and(|s| s.job.completed_at.is_some());
+            if !finished {
+                return Subscription {
+                    snapshots: watched.snapshots.subscribe(),
+                    _watched: watched,
+                };
+            }
+        }
+        let (snapshots, receiver) = watch::channel(None);
+        let watched = Arc::new(Watched {
+            changed: Arc::new(Notify::new()),
+            document: Mutex::new(None),
+            snapshots,
+        });
+        jobs.insert(job_id, Arc::downgrade(&watched));
+        tokio::spawn(refresh(
+            self.inner.pool.clone(),
+            job_id,
+            Arc::downgrade(&watched),
+            watched.changed.clone(),
+        ));
+        Subscription {
+            _watched: watched,
+            snapshots: receiver,
+        }
+    }
+
+    /// Jobs currently watched in this process.
+    pub fn watched(&self) -> usize {
+        let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.values().filter(|w| w.strong_count() > 0).count()
+    }
+
+    fn notify(&self, payload: &str) {
+        let (job, document) = match payload.split_once(':') {
+            Some((job, document)) => (job, Uuid::parse_str(document).ok()),
+            None => (payload, None),
+        };
+        let Ok(job_id) = Uuid::parse_str(job) else {
+            return;
+        };
+        let watched = {
+            let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.get(&job_id).and_then(Weak::upgrade)
+        };
+        if let Some(watched) = watched {
+            if document.is_some() {
+                *watched.document.lock().unwrap_or_else(|e| e.into_inner()) = document;
+            }
+            watched.changed.notify_one();
+        }
+    }
+
+    /// Every watched job is read again (after the listener missed notifications).
+    fn resync(&self) {
+        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.retain(|_, w| w.strong_count() > 0);
+        for watched in jobs.values().filter_map(Weak::upgrade) {
+            watched.changed.notify_one();
+        }
+    }
+
+    async fn listen(self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let mut listener = match PgListener::connect_with(&self.inner.pool).await {
+                Ok(mut listener) => match listener.listen(CHANNEL).await {
+                    Ok(()) => listener,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot LISTEN for progress; retrying");
+                        if sleep_or_stop(backoff, &mut stop).await {
+                            return;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot connect the progress listener; retrying");
+                    if sleep_or_stop(backoff, &mut stop).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            // Anything may have changed while nobody listened.
+            self.resync();
+            backoff = Duration::from_millis(100);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    received = listener.try_recv() => match received {
+                        Ok(Some(notification)) => self.notify(notification.payload()),
+                        Ok(None) => {
+                            tracing::warn!("progress listener lost its connection; reconnecting");
+                            self.resync();
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "progress listener failed; reconnecting");
+                            break;
+                        }
+                    },
+                }
+            }
+            if sleep_or_stop(backoff, &mut stop).await {
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+/// Reads the job once per burst of notifications while anyone watches it, and stops after
+/// publishing a terminal snapshot.
+async fn refresh(pool: PgPool, job_id: Uuid, watched: Weak<Watched>, changed: Arc<Notify>) {
+    let mut first = true;
+    loop {
+        if !first {
+            changed.notified().await;
+        }
+        first = false;
+        let Some(target) = watched.upgrade() else {
+            return;
+        };
+        let document_id = target
+            .document
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match read(&pool, job_id, document_id).await {
+            Ok(Some(snapshot)) => {
+                let terminal = snapshot.job.completed_at.is_some();
+                target.snapshots.send_replace(Some(Arc::new(snapshot)));
+                if terminal {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(job = %job_id, error = %err, "cannot read job progress; retrying");
+                drop(target);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                changed.notify_one();
+            }
+        }
+    }
+}
+
+async fn read(
+    pool: &PgPool,
+    job_id: Uuid,
+    document_id: Option<Uuid>,
+) -> Result<Option<Snapshot>, sqlx::Error> {
+    let Some(job) = db::jobs::find(pool, job_id).await? else {
+        return Ok(None);
+    };
+    let document = match document_id {
+        Some(id) => db::documents::find_by_ids(pool, &[id]).await?.pop(),
+        None => None,
+    };
+    Ok(Some(Snapshot {
+        job,
+        document,
+        at: Utc::now(),
+    }))
+}
