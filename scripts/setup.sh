@@ -52,3 +52,13 @@ ensure_postgres_binaries() {
   fi
   die "PostgreSQL server binaries are needed (Debian/Ubuntu: sudo apt-get install postgresql; macOS: brew install postgresql@16), or set DATABASE_URL to a server you run."
 }
+
+# Headless Chromium for the progress page's browser test (AUTOS_TEST_CHROMIUM points elsewhere).
+ensure_chromium() {
+  local bin="${AUTOS_TEST_CHROMIUM:-/usr/bin/chromium}"
+  [ -x "$bin" ] && return 0
+  command -v chromium >/dev/null 2>&1 && { export AUTOS_TEST_CHROMIUM="$(command -v chromium)"; return 0; }
+  say "Chromium is not installed; installing it for the browser test"
+  apt_install chromium && [ -x /usr/bin/chromium ] && return 0
+  die "the browser test needs Chromium (Debian/Ubuntu: sudo apt-get install chromium), or AUTOS_TEST_CHROMIUM pointing at one."
+}

@@ -53,6 +53,11 @@ async fn graphql_get(
     };
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // GraphQL messages are small; tungstenite's 128 KiB default read buffer per connection
+        // would make 10,000 subscribers cost over a gigabyte.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(256 * 1024)
         .on_upgrade(move |socket| {
             // A connection lives long: its loaders must not serve yesterday's rows.
             let loaders = Loaders::new(&state.services.pool);

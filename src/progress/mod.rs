@@ -21,6 +21,9 @@ use uuid::Uuid;
 /// The notification channel.
 pub const CHANNEL: &str = "autos_progress";
 
+/// How long a refresher waits after a notification for the rest of its burst.
+const COALESCE: Duration = Duration::from_millis(10);
+
 /// A job as one notification burst left it.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -206,6 +209,9 @@ async fn refresh(pool: PgPool, job_id: Uuid, watched: Weak<Watched>, changed: Ar
     loop {
         if !first {
             changed.notified().await;
+            // Changes come in bursts (a document settles, then its job ends): one read, and
+            // one message to every subscriber, for the whole burst.
+            tokio::time::sleep(COALESCE).await;
         }
         first = false;
         let Some(target) = watched.upgrade() else {

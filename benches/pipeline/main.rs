@@ -5,6 +5,8 @@
 //!   same GETs and PUTs with the same concurrency, measured in the same run.
 //! - `memory`: one large document through a separate `autos work` process; reports that
 //!   process's peak RSS (VmHWM).
+//! - `subscribers`: N `jobProgress` WebSocket subscribers on one job, on one `autos serve`
+//!   process, while a separate `autos work` process runs the job (see `subscribers.rs`).
 //!
 //! Everything runs on loopback: a court served here, an s3s-fs store served here, and the
 //! PostgreSQL of `AUTOS_BENCH_DATABASE_URL` (default: 127.0.0.1:5432).
@@ -25,8 +27,8 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const KEY: &str = "bench-key";
-const SECRET: &str = "bench-secret-0123456789";
+pub(crate) const KEY: &str = "bench-key";
+pub(crate) const SECRET: &str = "bench-secret-0123456789";
 const CHUNK: usize = 64 * 1024;
 /// The plain loop writes to its own bucket, so that both sides create the same objects.
 const PLAIN_BUCKET: &str = "bench-plain";
@@ -113,7 +115,7 @@ async fn file(State(s): State<Arc<CourtState>>, Path(id): Path<usize>) -> Respon
         .unwrap()
 }
 
-async fn drop_database(admin: &str, url: &str) {
+pub(crate) async fn drop_database(admin: &str, url: &str) {
     let name = url::Url::parse(url)
         .unwrap()
         .path()
@@ -126,7 +128,7 @@ async fn drop_database(admin: &str, url: &str) {
     }
 }
 
-async fn fresh_database(admin: &str) -> String {
+pub(crate) async fn fresh_database(admin: &str) -> String {
     let name = format!("autos_bench_{}", uuid::Uuid::new_v4().simple());
     let pool = sqlx::PgPool::connect(admin)
         .await
@@ -158,7 +160,7 @@ fn config(db: &str, s3: &str, court: &str, workers: u32) -> Config {
     c
 }
 
-async fn gql(addr: &str, query: &str, variables: Value) -> Value {
+pub(crate) async fn gql(addr: &str, query: &str, variables: Value) -> Value {
     // One client for the whole run: building one loads the system's root certificates.
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT
@@ -362,7 +364,7 @@ fn cpu_seconds() -> f64 {
 }
 
 /// CPU seconds (user + system) used so far by process `pid` ("self" for this one).
-fn cpu_seconds_of(pid: &str) -> f64 {
+pub(crate) fn cpu_seconds_of(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
@@ -389,7 +391,7 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 
 /// Runs the release `autos` binary (`AUTOS_BIN`, default `target/release/autos`) with
 /// `command`, pointed at this harness's database, store and court.
-fn spawn_autos(
+pub(crate) fn spawn_autos(
     command: &str,
     db: &str,
     s3: &str,
@@ -418,7 +420,7 @@ fn spawn_autos(
 }
 
 /// A free loopback port for a child's HTTP server.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -427,7 +429,7 @@ fn free_port() -> u16 {
 }
 
 /// Waits until the child's API answers /readyz.
-async fn wait_ready(addr: &str) {
+pub(crate) async fn wait_ready(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
@@ -483,6 +485,8 @@ async fn memory(admin: &str, size: usize) {
     );
 }
 
+mod subscribers;
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -511,6 +515,9 @@ fn main() {
                 env_usize("BENCH_ROUNDS", 3),
             )
             .await;
+        }
+        if matches!(which, "all" | "subscribers") {
+            subscribers::run(&admin, env_usize("BENCH_SUBSCRIBERS", 10_000)).await;
         }
         if matches!(which, "all" | "memory") {
             memory(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
