@@ -63,18 +63,18 @@ impl SubscriptionRoot {
                 if done {
                     return None;
                 }
-                if started || sub.snapshots.borrow().is_none() {
-                    sub.snapshots.changed().await.ok()?;
+                if started || sub.borrow().is_none() {
+                    sub.changed().await.ok()?;
                 }
                 loop {
-                    let snapshot = sub.snapshots.borrow_and_update().clone();
+                    let snapshot = sub.borrow_and_update().clone();
                     if let Some(snapshot) = snapshot {
                         let message = message(&snapshot, floor);
                         let terminal = message.status.is_terminal();
                         let floor = message.progress;
                         return Some((message, (sub, floor, true, terminal)));
                     }
-                    sub.snapshots.changed().await.ok()?;
+                    sub.changed().await.ok()?;
                 }
             },
         ))

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -36,7 +36,7 @@ pub struct Snapshot {
 }
 
 struct Watched {
-    changed: Arc<Notify>,
+    changed: Notify,
     /// The last document that changed, for the next snapshot.
     document: Mutex<Option<Uuid>>,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
@@ -50,70 +50,63 @@ pub struct Hub {
 
 struct Inner {
     pool: PgPool,
-    jobs: Mutex<HashMap<Uuid, Weak<Watched>>>,
+    /// Watched jobs; an entry lives as long as its refresher, which leaves with the last
+    /// subscriber.
+    jobs: Mutex<HashMap<Uuid, Arc<Watched>>>,
+    stop: watch::Receiver<bool>,
 }
 
-/// A subscription to one job's snapshots. Dropping every subscription of a job stops its
-/// refresher.
-pub struct Subscription {
-    _watched: Arc<Watched>,
-    /// Snapshots, latest first: `None` until the first read.
-    pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
-}
+/// A subscription to one job's snapshots (`None` until the first read).
+pub type Subscription = watch::Receiver<Option<Arc<Snapshot>>>;
 
 impl Hub {
-    /// Starts the listener on `pool` and returns the hub; the listener stops with `stop`.
+    /// Starts the listener on `pool` and returns the hub; the listener and the refreshers
+    /// stop with `stop`.
     pub fn start(pool: PgPool, stop: watch::Receiver<bool>) -> Hub {
         let hub = Hub {
             inner: Arc::new(Inner {
                 pool,
                 jobs: Mutex::new(HashMap::new()),
+                stop: stop.clone(),
             }),
         };
         tokio::spawn(hub.clone().listen(stop));
         hub
     }
 
+    fn jobs(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Watched>>> {
+        self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Watches a job: the receiver's first value is the job as it is now.
     pub fn subscribe(&self, job_id: Uuid) -> Subscription {
-        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(watched) = jobs.get(&job_id).and_then(Weak::upgrade) {
-            // A finished job's refresher has stopped; a job re-opened since needs a new one.
+        let mut jobs = self.jobs();
+        if let Some(watched) = jobs.get(&job_id) {
+            // A finished job's refresher only waits for its last subscriber to leave; a job
+            // re-opened since needs a refresher of its own.
             let finished = watched
                 .snapshots
                 .borrow()
                 .as_ref()
                 .is_some_and(|s| s.job.completed_at.is_some());
             if !finished {
-                return Subscription {
-                    snapshots: watched.snapshots.subscribe(),
-                    _watched: watched,
-                };
+                return watched.snapshots.subscribe();
             }
         }
         let (snapshots, receiver) = watch::channel(None);
         let watched = Arc::new(Watched {
-            changed: Arc::new(Notify::new()),
+            changed: Notify::new(),
             document: Mutex::new(None),
             snapshots,
         });
-        jobs.insert(job_id, Arc::downgrade(&watched));
-        tokio::spawn(refresh(
-            self.inner.pool.clone(),
-            job_id,
-            Arc::downgrade(&watched),
-            watched.changed.clone(),
-        ));
-        Subscription {
-            _watched: watched,
-            snapshots: receiver,
-        }
+        jobs.insert(job_id, watched.clone());
+        tokio::spawn(self.clone().refresh(job_id, watched));
+        receiver
     }
 
     /// Jobs currently watched in this process.
     pub fn watched(&self) -> usize {
-        let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.values().filter(|w| w.strong_count() > 0).count()
+        self.jobs().len()
     }
 
     fn notify(&self, payload: &str) {
@@ -124,23 +117,18 @@ impl Hub {
         let Ok(job_id) = Uuid::parse_str(job) else {
             return;
         };
-        let watched = {
-            let jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
-            jobs.get(&job_id).and_then(Weak::upgrade)
+        let Some(watched) = self.jobs().get(&job_id).cloned() else {
+            return;
         };
-        if let Some(watched) = watched {
-            if document.is_some() {
-                *watched.document.lock().unwrap_or_else(|e| e.into_inner()) = document;
-            }
-            watched.changed.notify_one();
+        if document.is_some() {
+            *watched.document.lock().unwrap_or_else(|e| e.into_inner()) = document;
         }
+        watched.changed.notify_one();
     }
 
     /// Every watched job is read again (after the listener missed notifications).
     fn resync(&self) {
-        let mut jobs = self.inner.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        jobs.retain(|_, w| w.strong_count() > 0);
-        for watched in jobs.values().filter_map(Weak::upgrade) {
+        for watched in self.jobs().values() {
             watched.changed.notify_one();
         }
     }
@@ -193,51 +181,65 @@ impl Hub {
             }
         }
     }
+
+    /// Reads the job once per burst of notifications, publishes it, and leaves (removing
+    /// its entry) when the last subscriber has gone or the process stops. After a terminal
+    /// snapshot it only waits for the subscribers to leave.
+    async fn refresh(self, job_id: Uuid, watched: Arc<Watched>) {
+        let mut stop = self.inner.stop.clone();
+        let mut first = true;
+        let mut finished = false;
+        loop {
+            if !first {
+                tokio::select! {
+                    _ = watched.changed.notified(), if !finished => {
+                        // Changes come in bursts (a document settles, then its job ends):
+                        // one read, and one message to every subscriber, for the burst.
+                        tokio::time::sleep(COALESCE).await;
+                    }
+                    _ = watched.snapshots.closed() => {
+                        let mut jobs = self.jobs();
+                        // A subscriber may have joined since `closed` fired.
+                        if watched.snapshots.receiver_count() == 0 {
+                            if jobs.get(&job_id).is_some_and(|w| Arc::ptr_eq(w, &watched)) {
+                                jobs.remove(&job_id);
+                            }
+                            return;
+                        }
+                        continue;
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+            first = false;
+            if finished {
+                continue;
+            }
+            let document_id = watched
+                .document
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            match read(&self.inner.pool, job_id, document_id).await {
+                Ok(Some(snapshot)) => {
+                    finished = snapshot.job.completed_at.is_some();
+                    watched.snapshots.send_replace(Some(Arc::new(snapshot)));
+                }
+                Ok(None) => finished = true,
+                Err(err) => {
+                    tracing::warn!(job = %job_id, error = %err, "cannot read job progress; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    watched.changed.notify_one();
+                }
+            }
+        }
+    }
 }
 
 async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         _ = stop.changed() => true,
-    }
-}
-
-/// Reads the job once per burst of notifications while anyone watches it, and stops after
-/// publishing a terminal snapshot.
-async fn refresh(pool: PgPool, job_id: Uuid, watched: Weak<Watched>, changed: Arc<Notify>) {
-    let mut first = true;
-    loop {
-        if !first {
-            changed.notified().await;
-            // Changes come in bursts (a document settles, then its job ends): one read, and
-            // one message to every subscriber, for the whole burst.
-            tokio::time::sleep(COALESCE).await;
-        }
-        first = false;
-        let Some(target) = watched.upgrade() else {
-            return;
-        };
-        let document_id = target
-            .document
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match read(&pool, job_id, document_id).await {
-            Ok(Some(snapshot)) => {
-                let terminal = snapshot.job.completed_at.is_some();
-                target.snapshots.send_replace(Some(Arc::new(snapshot)));
-                if terminal {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(job = %job_id, error = %err, "cannot read job progress; retrying");
-                drop(target);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                changed.notify_one();
-            }
-        }
     }
 }
 

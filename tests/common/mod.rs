@@ -5,6 +5,7 @@
 
 pub mod court;
 pub mod pgproxy;
+pub mod ws;
 
 use autos::app::{Application, Role};
 use autos::config::Config;
