@@ -177,7 +177,13 @@ impl Application {
         .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_URL: {e}"))?;
         tracing::info!(source = %source.describe(), "court source");
 
+        let webhook_policy = crate::webhook::TargetPolicy::from_config(
+            config.webhook_allow_private,
+            &config.webhook_allowed_hosts,
+        )
+        .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_ALLOWED_HOSTS: {e}"))?;
         let services = Services {
+            webhook_policy,
             pool: pool.clone(),
             source,
             storage,

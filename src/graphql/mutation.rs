@@ -26,6 +26,17 @@ pub struct StartDownloadPayload {
     pub created: bool,
 }
 
+/// Whether a webhook URL would be accepted.
+#[derive(SimpleObject)]
+pub struct WebhookValidation {
+    /// The URL as given.
+    pub url: String,
+    /// Whether autos would send to it.
+    pub valid: bool,
+    /// Why not, when it would not.
+    pub reason: Option<String>,
+}
+
 /// The root mutation.
 pub struct Mutation;
 
@@ -62,6 +73,19 @@ impl Mutation {
         Ok(DownloadJob(
             jobs::cancel(svc, &id).await.map_err(job_error)?,
         ))
+    }
+
+    /// Says whether autos would send webhooks to `url`, and why not: scheme http or https, at
+    /// most 2,048 bytes, the host on the allowlist (`AUTOS_WEBHOOK_ALLOWED_HOSTS`), and every
+    /// address the host resolves to public unless `AUTOS_WEBHOOK_ALLOW_PRIVATE=true`.
+    async fn validate_webhook(&self, ctx: &Context<'_>, url: String) -> WebhookValidation {
+        let svc = ctx.data_unchecked::<Services>();
+        let reason = svc.webhook_policy.check(url.trim()).await.err();
+        WebhookValidation {
+            valid: reason.is_none(),
+            reason: reason.map(|r| r.reason()),
+            url,
+        }
     }
 
     /// Re-queues the failed documents of a job that ended COMPLETED_WITH_ERRORS or FAILED.

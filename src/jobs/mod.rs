@@ -53,6 +53,8 @@ pub struct Services {
     pub storage: Storage,
     /// Settings.
     pub settings: JobSettings,
+    /// Which webhook targets are accepted.
+    pub webhook_policy: crate::webhook::TargetPolicy,
 }
 
 /// Why a request about jobs was refused.

@@ -1,31 +1,24 @@
-//! Webhook targets: what a client may give as `webhookUrl`.
+//! Webhooks: what a client may give as `webhookUrl` ([`target`](crate::webhook::target))
+//! and how messages are signed ([`sign`](crate::webhook::sign), Standard Webhooks).
 
-/// Longest URL accepted.
-pub const MAX_URL_BYTES: usize = 2048;
+mod address;
+mod hmac;
+pub mod sign;
+pub mod target;
+
+pub use sign::{Secret, SecretError};
+pub use target::{classify, HostPattern, Refusal, Target, TargetPolicy, MAX_URL_BYTES};
 
 /// Checks the form of a webhook URL: `http` or `https`, a host, no credentials, at most
 /// [`MAX_URL_BYTES`]. Returns the URL as it will be stored, or why it is refused.
+///
+/// Only the form: the allowlist and the addresses are checked by [`TargetPolicy::resolve`]
+/// before sending.
 pub fn check_url(raw: &str) -> Result<String, String> {
-    if raw.len() > MAX_URL_BYTES {
-        return Err(format!(
-            "the URL is {} bytes long; at most {MAX_URL_BYTES} are accepted",
-            raw.len()
-        ));
-    }
-    let url = url::Url::parse(raw).map_err(|e| format!("`{raw}` is not a valid URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme `{}` is not allowed: use http or https",
-            url.scheme()
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("credentials in the URL are not allowed".into());
-    }
-    Ok(url.to_string())
+    TargetPolicy::default()
+        .check_syntax(raw)
+        .map(String::from)
+        .map_err(|refusal| refusal.reason())
 }
 
 #[cfg(test)]
