@@ -95,6 +95,30 @@ pub async fn connect_database(
     Ok((pool, embedded.postgres))
 }
 
+/// The webhook signing secret: `AUTOS_WEBHOOK_SECRET`, else the one stored in the database,
+/// generated (and logged, once) at the first start.
+pub async fn webhook_secret(
+    config: &Config,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<crate::webhook::Secret> {
+    if let Some(raw) = &config.webhook_secret {
+        return crate::webhook::Secret::parse(raw)
+            .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_SECRET: {e}"));
+    }
+    let (stored, generated) =
+        crate::db::webhooks::setting_or_insert(pool, "webhook_secret", || {
+            crate::webhook::Secret::generate().to_string()
+        })
+        .await
+        .context("cannot read the stored webhook secret")?;
+    let secret = crate::webhook::Secret::parse(&stored)
+        .map_err(|e| anyhow::anyhow!("the stored webhook secret is unusable: {e}"))?;
+    if generated {
+        tracing::info!(secret = %secret, "generated the webhook signing secret (Standard Webhooks); `autos webhook-secret` prints it again");
+    }
+    Ok(secret)
+}
+
 /// The sample court: `./playground/sample-court`, else the one beside the sources.
 fn sample_court() -> PathBuf {
     let local = Path::new("playground/sample-court");
@@ -182,7 +206,14 @@ impl Application {
             &config.webhook_allowed_hosts,
         )
         .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_ALLOWED_HOSTS: {e}"))?;
+        let secret = webhook_secret(&config, &pool).await?;
         let services = Services {
+            webhooks: jobs::webhook::WebhookSettings {
+                secret,
+                max_attempts: config.webhook_max_attempts,
+                backoff: Duration::from_millis(config.webhook_backoff_ms),
+                timeout: Duration::from_millis(config.webhook_timeout_ms),
+            },
             webhook_policy,
             pool: pool.clone(),
             source,
@@ -208,7 +239,10 @@ impl Application {
             );
             let settings = WorkerSettings {
                 workers: config.workers,
-                task_types: vec![jobs::DOWNLOAD_TASK.to_string()],
+                task_types: vec![
+                    jobs::DOWNLOAD_TASK.to_string(),
+                    jobs::webhook::WEBHOOK_TASK.to_string(),
+                ],
                 poll_interval: Duration::from_millis(config.poll_interval_ms),
                 heartbeat: Duration::from_millis(config.lease_ms / 4),
                 shutdown_grace: Duration::from_secs(10),

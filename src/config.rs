@@ -33,6 +33,8 @@ pub enum Command {
     Migrate,
     /// Prints the GraphQL SDL.
     Schema,
+    /// Prints the webhook signing secret (`whsec_…`), generating and storing it if needed.
+    WebhookSecret,
 }
 
 /// Every setting. Each field reads the environment variable named in its `env` attribute.

@@ -115,6 +115,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::WebhookSecret => {
+            let (pool, embedded) = autos::app::connect_database(&config, 2).await?;
+            if config.migrate {
+                autos::db::migrate(&pool).await?;
+            }
+            let secret = autos::app::webhook_secret(&config, &pool).await?;
+            println!("{secret}");
+            pool.close().await;
+            if let Some(pg) = embedded {
+                pg.stop().await?;
+            }
+            return Ok(());
+        }
         Command::All => Role::ALL,
         Command::Serve => Role::SERVE,
         Command::Work => Role::WORK,

@@ -7,6 +7,7 @@
 pub mod documents;
 pub mod jobs;
 pub mod processes;
+pub mod webhooks;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;

@@ -42,6 +42,10 @@ loader!(
     /// Documents by id.
     DocumentById
 );
+loader!(
+    /// The newest webhook delivery of each job, by job id.
+    DeliveryByJob
+);
 
 impl Loader<Uuid> for ProcessById {
     type Value = ProcessRow;
@@ -105,6 +109,21 @@ impl Loader<Uuid> for DocumentById {
     }
 }
 
+impl Loader<Uuid> for DeliveryByJob {
+    type Value = crate::db::webhooks::DeliveryRow;
+    type Error = LoadError;
+    async fn load(
+        &self,
+        keys: &[Uuid],
+    ) -> Result<HashMap<Uuid, crate::db::webhooks::DeliveryRow>, LoadError> {
+        let rows = db::webhooks::latest_by_jobs(&self.0, keys).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.job_id.map(|job| (job, r)))
+            .collect())
+    }
+}
+
 /// A loader with a per-request cache: what a list resolver prefetched, its children find.
 pub type Cached<T> = DataLoader<T, HashMapCache>;
 
@@ -122,6 +141,8 @@ pub struct Loaders {
     pub job_documents: Cached<DocumentsByJob>,
     /// Documents by id.
     pub document: Cached<DocumentById>,
+    /// Newest webhook delivery by job id.
+    pub delivery: Cached<DeliveryByJob>,
 }
 
 impl Loaders {
@@ -133,6 +154,7 @@ impl Loaders {
         self.process_documents.enable_all_cache(false);
         self.job_documents.enable_all_cache(false);
         self.document.enable_all_cache(false);
+        self.delivery.enable_all_cache(false);
     }
 
     /// Fresh loaders (their caches live as long as one request).
@@ -148,6 +170,7 @@ impl Loaders {
             process_documents: make(DocumentsByProcess(pool.clone())),
             job_documents: make(DocumentsByJob(pool.clone())),
             document: make(DocumentById(pool.clone())),
+            delivery: make(DeliveryByJob(pool.clone())),
         }
     }
 }

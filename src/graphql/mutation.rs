@@ -37,6 +37,21 @@ pub struct WebhookValidation {
     pub reason: Option<String>,
 }
 
+/// The result of `sendTestWebhook`.
+#[derive(SimpleObject)]
+pub struct WebhookDelivery {
+    /// The URL as given.
+    pub url: String,
+    /// A 2xx answer came.
+    pub delivered: bool,
+    /// Status code of the answer.
+    pub status_code: Option<i32>,
+    /// Attempts made.
+    pub attempts: i32,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
 /// The root mutation.
 pub struct Mutation;
 
@@ -86,6 +101,21 @@ impl Mutation {
             reason: reason.map(|r| r.reason()),
             url,
         }
+    }
+
+    /// Sends a signed `webhook.test` event to `url` once, now, and reports what happened.
+    async fn send_test_webhook(&self, ctx: &Context<'_>, url: String) -> Result<WebhookDelivery> {
+        let svc = ctx.data_unchecked::<Services>();
+        let (attempts, sent) = crate::jobs::webhook::send_test(svc, url.trim())
+            .await
+            .map_err(super::errors::internal)?;
+        Ok(WebhookDelivery {
+            url,
+            delivered: sent.delivered(),
+            status_code: sent.status.map(i32::from),
+            attempts,
+            error: sent.error,
+        })
     }
 
     /// Re-queues the failed documents of a job that ended COMPLETED_WITH_ERRORS or FAILED.

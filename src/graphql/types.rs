@@ -81,6 +81,10 @@ pub struct WebhookStatus {
     pub last_error: Option<String>,
     /// When it was delivered.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// `NOT_SENT` (the job has not ended), `PENDING` (being tried), `DELIVERED` or `FAILED`.
+    pub status: String,
+    /// Status code of the last answer.
+    pub status_code: Option<i32>,
 }
 
 /// A download job: one pass over every document of a process.
@@ -151,15 +155,38 @@ impl DownloadJob {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
-    /// Webhook delivery, when the job has a webhook URL.
-    async fn webhook(&self) -> Option<WebhookStatus> {
-        self.0.webhook_url.as_ref().map(|url| WebhookStatus {
-            url: url.clone(),
-            sent: false,
-            attempts: 0,
-            last_error: None,
-            delivered_at: None,
-        })
+    /// Webhook delivery, when the job has a webhook URL: nothing sent yet while it runs,
+    /// then the outcome of the message reporting its end.
+    async fn webhook(&self, ctx: &Context<'_>) -> Result<Option<WebhookStatus>> {
+        let Some(url) = &self.0.webhook_url else {
+            return Ok(None);
+        };
+        let delivery = ctx
+            .data_unchecked::<Loaders>()
+            .delivery
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?;
+        Ok(Some(match delivery {
+            Some(d) => WebhookStatus {
+                url: d.url,
+                sent: d.status == "DELIVERED",
+                attempts: d.attempts,
+                last_error: d.last_error,
+                delivered_at: d.delivered_at,
+                status: d.status,
+                status_code: d.last_status_code,
+            },
+            None => WebhookStatus {
+                url: url.clone(),
+                sent: false,
+                attempts: 0,
+                last_error: None,
+                delivered_at: None,
+                status: "NOT_SENT".into(),
+                status_code: None,
+            },
+        }))
     }
     /// Whether this job was started with `force: true`.
     async fn forced(&self) -> bool {

@@ -6,6 +6,7 @@
 
 pub mod download;
 pub mod sweeper;
+pub mod webhook;
 
 use crate::db::{self, DbError, JobRow, ProcessRow};
 use crate::domain::cnj::CnjError;
@@ -55,6 +56,8 @@ pub struct Services {
     pub settings: JobSettings,
     /// Which webhook targets are accepted.
     pub webhook_policy: crate::webhook::TargetPolicy,
+    /// How webhooks are signed and sent.
+    pub webhooks: webhook::WebhookSettings,
 }
 
 /// Why a request about jobs was refused.

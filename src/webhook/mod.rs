@@ -3,6 +3,7 @@
 
 mod address;
 mod hmac;
+pub mod send;
 pub mod sign;
 pub mod target;
 

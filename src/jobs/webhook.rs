@@ -1,0 +1,236 @@
+//! Webhook delivery: the queue task that sends a job's outcome to its `webhookUrl`.
+//!
+//! A delivery row and its first task are written by the database in the transaction that
+//! makes the job terminal (see the migrations), so no ending is ever lost. Each attempt is
+//! recorded; failures are retried with exponential backoff and jitter (or the receiver's
+//! `Retry-After`) up to the configured number of attempts; 410 stops at once. A webhook
+//! failure never changes the job.
+
+use super::{download::retry_delay, Services};
+use crate::db::{self, webhooks::DeliveryRow};
+use crate::domain::status::DocumentStatus;
+use crate::webhook::{send, Secret};
+use async_trait::async_trait;
+use chrono::Utc;
+use fang::{AsyncQueueable, AsyncRunnable, FangError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime};
+use uuid::Uuid;
+
+/// Task type of webhook deliveries.
+pub const WEBHOOK_TASK: &str = "webhook";
+
+/// How webhooks are sent.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The signing secret.
+    pub secret: Secret,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// First retry delay; grows exponentially.
+    pub backoff: Duration,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+}
+
+/// Sends (one attempt of) a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliverWebhook {
+    /// The delivery.
+    pub delivery_id: Uuid,
+}
+
+#[typetag::serde]
+#[async_trait]
+impl AsyncRunnable for DeliverWebhook {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        let svc = crate::queue::worker::context::<Services>().ok_or_else(|| FangError {
+            description: "webhook task run outside an autos worker".into(),
+        })?;
+        attempt(&svc, self.delivery_id)
+            .await
+            .map_err(|err| FangError {
+                description: format!("webhook delivery {}: {err:#}", self.delivery_id),
+            })
+    }
+
+    fn task_type(&self) -> String {
+        WEBHOOK_TASK.to_string()
+    }
+
+    fn max_retries(&self) -> i32 {
+        5
+    }
+}
+
+/// The body of a job's webhook (contract §6), with fresh download links.
+pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Result<Value> {
+    let job_id = delivery
+        .job_id
+        .ok_or_else(|| anyhow::anyhow!("delivery without a job"))?;
+    let job = db::jobs::find(&svc.pool, job_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("job {job_id} is gone"))?;
+    let number: String = sqlx::query_scalar("SELECT number FROM processes WHERE id = $1")
+        .bind(job.process_id)
+        .fetch_one(&svc.pool)
+        .await?;
+    let mut documents = Vec::new();
+    for (_, doc) in db::documents::by_jobs(&svc.pool, &[job_id]).await? {
+        let mut link = (Value::Null, Value::Null);
+        if let (Some(key), Ok(DocumentStatus::Available)) = (&doc.storage_key, doc.status()) {
+            let url = svc
+                .storage
+                .presign_get(
+                    key,
+                    &doc.name,
+                    doc.stored_content_type.as_deref(),
+                    svc.settings.presign_ttl,
+                    SystemTime::now(),
+                )
+                .await?;
+            link = (json!(url.url), json!(url.expires_at));
+        }
+        documents.push(json!({
+            "id": doc.id, "sourceId": doc.source_id, "name": doc.name, "status": doc.status,
+            "size": doc.stored_size.or(doc.size), "sha256": doc.stored_sha256.clone().or(doc.sha256.clone()),
+            "mimeType": doc.mime_type.clone().or(doc.stored_content_type.clone()),
+            "downloadUrl": link.0, "downloadUrlExpiresAt": link.1,
+            "error": if doc.status == "FAILED" { json!(doc.last_error) } else { Value::Null },
+        }));
+    }
+    Ok(json!({
+        "type": delivery.event_type,
+        "timestamp": Utc::now(),
+        "data": {
+            "jobId": job.id, "processNumber": number, "status": job.status,
+            "progress": job.progress(), "total": job.total,
+            "counts": {"pending": job.pending, "processing": job.processing,
+                       "available": job.available, "failed": job.failed},
+            "error": job.error,
+            "documents": documents,
+        }
+    }))
+}
+
+/// One attempt of a delivery: checks the target again, sends, records, and schedules the next
+/// attempt when there is one to make.
+async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
+    let Some(delivery) = db::webhooks::find(&svc.pool, delivery_id).await? else {
+        return Ok(());
+    };
+    if delivery.status != "PENDING" {
+        return Ok(());
+    }
+    let payload = match &delivery.payload {
+        Some(payload) => payload.clone(),
+        None => {
+            let built = job_payload(svc, &delivery).await?;
+            db::webhooks::fix_payload(&svc.pool, delivery_id, &built).await?
+        }
+    };
+    let body = serde_json::to_vec(&payload)?;
+    let webhooks = &svc.webhooks;
+    let mut refused_for_good = false;
+    let result = match svc.webhook_policy.check(&delivery.url).await {
+        Ok(target) => {
+            send::post(
+                &target,
+                &webhooks.secret,
+                &delivery.message_id,
+                &body,
+                webhooks.timeout,
+            )
+            .await
+        }
+        // The target is checked again at send time; one that turned private is refused,
+        // for good (a name that does not resolve now may resolve later).
+        Err(refusal) => {
+            refused_for_good = !matches!(refusal, crate::webhook::Refusal::Unresolvable { .. });
+            send::Attempt {
+                status: None,
+                error: Some(refusal.reason()),
+                retry_after: None,
+                duration: Duration::ZERO,
+            }
+        }
+    };
+    let attempts = delivery.attempts + 1;
+    let give_up = result.gone() || refused_for_good || attempts >= webhooks.max_attempts as i32;
+    let outcome = if result.delivered() {
+        "DELIVERED"
+    } else if give_up {
+        "FAILED"
+    } else {
+        "PENDING"
+    };
+    let mut tx = svc.pool.begin().await?;
+    let recorded = db::webhooks::record_attempt(
+        &mut *tx,
+        delivery_id,
+        result.status,
+        result.error.as_deref(),
+        result.duration,
+        outcome,
+    )
+    .await?;
+    if recorded.is_some() && outcome == "PENDING" {
+        let delay = retry_delay(webhooks.backoff, attempts, result.retry_after);
+        let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        crate::queue::enqueue(&mut *tx, &DeliverWebhook { delivery_id }, Some(at)).await?;
+        tracing::warn!(delivery = %delivery_id, attempt = attempts, error = ?result.error, retry_in_ms = delay.as_millis() as u64, "webhook attempt failed; will retry");
+    } else {
+        tracing::info!(delivery = %delivery_id, attempts, outcome, status = ?result.status, "webhook delivery ended");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Sends one signed `webhook.test` event to `url` now, recording it like any delivery.
+/// Returns the attempts made (none when the target is refused) and the last one.
+pub async fn send_test(svc: &Services, url: &str) -> anyhow::Result<(i32, send::Attempt)> {
+    let target = match svc.webhook_policy.check(url).await {
+        Ok(target) => target,
+        Err(refusal) => {
+            let refused = send::Attempt {
+                status: None,
+                error: Some(refusal.reason()),
+                retry_after: None,
+                duration: Duration::ZERO,
+            };
+            return Ok((0, refused));
+        }
+    };
+    let message_id = crate::webhook::sign::new_message_id();
+    let payload = json!({
+        "type": "webhook.test",
+        "timestamp": Utc::now(),
+        "data": {"message": "a test event from autos: signature and reachability check"},
+    });
+    let id = db::webhooks::insert_test(&svc.pool, url, &message_id, &payload).await?;
+    let body = serde_json::to_vec(&payload)?;
+    let sent = send::post(
+        &target,
+        &svc.webhooks.secret,
+        &message_id,
+        &body,
+        svc.webhooks.timeout,
+    )
+    .await;
+    let outcome = if sent.delivered() {
+        "DELIVERED"
+    } else {
+        "FAILED"
+    };
+    db::webhooks::record_attempt(
+        &svc.pool,
+        id,
+        sent.status,
+        sent.error.as_deref(),
+        sent.duration,
+        outcome,
+    )
+    .await?;
+    Ok((1, sent))
+}
