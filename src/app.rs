@@ -208,6 +208,7 @@ impl Application {
         .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_ALLOWED_HOSTS: {e}"))?;
         let secret = webhook_secret(&config, &pool).await?;
         let services = Services {
+            public_url: String::new(),
             webhooks: jobs::webhook::WebhookSettings {
                 secret,
                 max_attempts: config.webhook_max_attempts,
@@ -229,6 +230,22 @@ impl Application {
             },
         };
         let (shutdown, stop) = watch::channel(false);
+        // The HTTP listener decides the address (port 0 in tests) before anything is served.
+        let listener = if role.serve {
+            Some(
+                tokio::net::TcpListener::bind(config.bind)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (AUTOS_BIND)", config.bind))?,
+            )
+        } else {
+            None
+        };
+        let mut services = services;
+        services.public_url = match (&config.public_url, &listener) {
+            (Some(_), _) => config.public_url(),
+            (None, Some(listener)) => format!("http://{}", listener.local_addr()?),
+            (None, None) => config.public_url(),
+        };
 
         let (workers, sweeper) = if role.work {
             let queue = PgQueue::new(
@@ -264,15 +281,16 @@ impl Application {
             (None, None)
         };
 
-        let (addr, server) = if role.serve {
-            let listener = tokio::net::TcpListener::bind(config.bind)
-                .await
-                .with_context(|| format!("cannot listen on {} (AUTOS_BIND)", config.bind))?;
+        let (addr, server) = if let Some(listener) = listener {
             let addr = listener.local_addr()?;
             let hub = crate::progress::Hub::start(pool.clone(), stop.clone());
+            let receiver = Arc::new(crate::webhook::receiver::TestReceiver::new(
+                services.webhooks.secret.clone(),
+            ));
             let state = HttpState {
-                schema: graphql::schema(Some((services.clone(), hub))),
+                schema: graphql::schema(Some((services.clone(), hub, receiver.clone()))),
                 services: services.clone(),
+                receiver,
             };
             let app = http::router(state);
             let mut stop = stop.clone();
@@ -284,10 +302,7 @@ impl Application {
                     tracing::error!(error = %err, "HTTP server failed");
                 }
             });
-            let public = match &config.public_url {
-                Some(_) => config.public_url(),
-                None => format!("http://{addr}"),
-            };
+            let public = &services.public_url;
             tracing::info!(%addr, "listening: progress page {public}/ , GraphiQL {public}/graphql");
             (Some(addr), Some(server))
         } else {

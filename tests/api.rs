@@ -340,14 +340,23 @@ async fn webhook_urls_are_checked_and_stored() {
     court.add_process(&n, small_docs(7));
     let app = TestApp::spawn(court).await;
 
-    for bad in ["ftp://x", "not a url", "https://user:pw@example.com/hook"] {
+    for bad in [
+        "ftp://x",
+        "not a url",
+        "https://user:pw@example.com/hook",
+        // refused as a target: loopback, cloud metadata, a name that does not resolve
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest",
+        "https://no-such-host.invalid/hook",
+    ] {
         let body = start_raw(&app, &n, false, Some(bad)).await;
         assert_eq!(error_code(&body), "INVALID_WEBHOOK_URL", "{bad}: {body:#}");
         assert!(!message(&body).is_empty());
     }
     assert_eq!(count_jobs(&app).await, 0);
 
-    let url = "https://example.com/hooks/autos";
+    // A public address (an IP literal: the tests have no DNS beyond this machine).
+    let url = "https://93.184.215.14/hooks/autos";
     let body = start_raw(&app, &n, false, Some(url)).await;
     let started = payload(&body);
     assert_eq!(started["created"], true);

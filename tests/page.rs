@@ -221,6 +221,32 @@ async fn the_progress_page_follows_a_download_to_the_end() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().len(), 40_000);
 
+    // The built-in webhook test receiver, from the page: a signed test event that verifies.
+    browser
+        .eval("document.getElementById('hooks-send').click()")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let verified = browser
+            .eval("document.querySelectorAll('#hooks li[data-valid=true]').length")
+            .await;
+        if verified.as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the test event never showed as verified"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let result = browser
+        .eval("document.getElementById('hooks-result').textContent")
+        .await;
+    assert!(
+        result.as_str().unwrap_or_default().contains("200"),
+        "{result}"
+    );
+
     let _ = browser.child.kill().await;
     app.stop().await;
 }

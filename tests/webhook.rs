@@ -103,3 +103,88 @@ async fn private_targets_and_allowlists_follow_the_configuration() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_built_in_test_receiver_verifies_what_autos_sends() {
+    let court = Court::start().await;
+    let n = number(9090);
+    court.add_process(&n, vec![Doc::new("d1", "Sentença.pdf", bytes(3000, 9))]);
+    // Default policy: private targets are refused, but the built-in receiver is this service.
+    let app = TestApp::spawn(court).await;
+    let receiver = app.url("/webhooks/test-receiver");
+
+    let sent = app
+        .data(
+            "mutation($u: String!) { sendTestWebhook(url: $u) { url delivered statusCode attempts error } }",
+            json!({ "u": receiver }),
+        )
+        .await["sendTestWebhook"]
+        .clone();
+    assert_eq!(
+        sent,
+        json!({ "url": receiver, "delivered": true, "statusCode": 200, "attempts": 1, "error": null })
+    );
+
+    // A job's end reaches it too, signed.
+    let started = app
+        .data(
+            "mutation($n: String!, $w: String) { startDownload(input: {number: $n, webhookUrl: $w}) { job { id } } }",
+            json!({ "n": n, "w": receiver }),
+        )
+        .await;
+    let id = started["startDownload"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.wait_terminal(&id, std::time::Duration::from_secs(30))
+        .await;
+    let query = "{ testWebhookDeliveries { eventType signatureValid messageId body } }";
+    let mut received = json!([]);
+    for _ in 0..100 {
+        received = app.data(query, json!({})).await["testWebhookDeliveries"].clone();
+        if received.as_array().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let received = received.as_array().unwrap();
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received[0]["eventType"], "job.completed");
+    assert_eq!(received[1]["eventType"], "webhook.test");
+    assert!(received.iter().all(|r| r["signatureValid"] == true));
+    let body: serde_json::Value =
+        serde_json::from_str(received[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["data"]["jobId"], id.as_str());
+    assert_eq!(body["data"]["processNumber"], n.as_str());
+    let job = app
+        .data(
+            "query($id: ID!) { job(id: $id) { webhook { url sent attempts status statusCode deliveredAt } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    let webhook = &job["job"]["webhook"];
+    assert_eq!(webhook["sent"], true, "{webhook}");
+    assert_eq!(webhook["attempts"], 1);
+    assert_eq!(webhook["status"], "DELIVERED");
+    assert_eq!(webhook["statusCode"], 200);
+
+    // A forged message is answered 401 and shown as not verified.
+    let forged = app
+        .http
+        .post(&receiver)
+        .header("webhook-id", "msg_forged")
+        .header(
+            "webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header("webhook-signature", "v1,AAAA")
+        .body(r#"{"type":"job.completed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let latest = app.data(query, json!({})).await["testWebhookDeliveries"][0].clone();
+    assert_eq!(latest["messageId"], "msg_forged");
+    assert_eq!(latest["signatureValid"], false);
+    app.stop().await;
+}

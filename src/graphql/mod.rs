@@ -17,7 +17,13 @@ pub use loaders::Loaders;
 pub type AutosSchema = Schema<query::Query, mutation::Mutation, subscription::SubscriptionRoot>;
 
 /// Builds the schema. Per-request data ([`Loaders`]) is added by the HTTP layer.
-pub fn schema(parts: Option<(Services, Hub)>) -> AutosSchema {
+pub fn schema(
+    parts: Option<(
+        Services,
+        Hub,
+        std::sync::Arc<crate::webhook::receiver::TestReceiver>,
+    )>,
+) -> AutosSchema {
     let builder = Schema::build(
         query::Query,
         mutation::Mutation,
@@ -26,7 +32,7 @@ pub fn schema(parts: Option<(Services, Hub)>) -> AutosSchema {
     .limit_depth(12)
     .limit_complexity(20_000);
     match parts {
-        Some((services, hub)) => builder.data(services).data(hub).finish(),
+        Some((services, hub, receiver)) => builder.data(services).data(hub).data(receiver).finish(),
         None => builder.finish(),
     }
 }

@@ -95,7 +95,7 @@ impl Mutation {
     /// address the host resolves to public unless `AUTOS_WEBHOOK_ALLOW_PRIVATE=true`.
     async fn validate_webhook(&self, ctx: &Context<'_>, url: String) -> WebhookValidation {
         let svc = ctx.data_unchecked::<Services>();
-        let reason = svc.webhook_policy.check(url.trim()).await.err();
+        let reason = svc.check_webhook_target(url.trim()).await.err();
         WebhookValidation {
             valid: reason.is_none(),
             reason: reason.map(|r| r.reason()),

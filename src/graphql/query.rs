@@ -12,6 +12,23 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+/// A message the built-in test receiver got.
+#[derive(async_graphql::SimpleObject)]
+pub struct ReceivedWebhook {
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// `webhook-id`.
+    pub message_id: Option<String>,
+    /// `webhook-timestamp` (Unix seconds).
+    pub timestamp: Option<f64>,
+    /// The event's `type`.
+    pub event_type: Option<String>,
+    /// Whether the signature verified with this deployment's secret.
+    pub signature_valid: bool,
+    /// The body, as sent.
+    pub body: String,
+}
+
 /// Largest page of `jobs`.
 pub const MAX_PAGE: i32 = 100;
 
@@ -85,6 +102,29 @@ impl Query {
                 .map(|row| Edge::new(encode_cursor(row.created_at, row.id), DownloadJob(row))),
         );
         Ok(connection)
+    }
+
+    /// What the built-in test receiver (`POST /webhooks/test-receiver` on this process) got
+    /// lately, newest first, with whether each signature verified.
+    async fn test_webhook_deliveries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] last: i32,
+    ) -> Vec<ReceivedWebhook> {
+        let receiver =
+            ctx.data_unchecked::<std::sync::Arc<crate::webhook::receiver::TestReceiver>>();
+        receiver
+            .last(last.clamp(0, crate::webhook::receiver::KEPT as i32) as usize)
+            .into_iter()
+            .map(|r| ReceivedWebhook {
+                received_at: r.received_at,
+                message_id: r.message_id,
+                timestamp: r.timestamp.map(|t| t as f64),
+                event_type: r.event_type,
+                signature_valid: r.signature_valid,
+                body: r.body,
+            })
+            .collect()
     }
 
     /// A document by id.

@@ -22,6 +22,8 @@ pub struct HttpState {
     pub schema: AutosSchema,
     /// Pool, storage, source.
     pub services: Services,
+    /// The built-in webhook test receiver.
+    pub receiver: std::sync::Arc<crate::webhook::receiver::TestReceiver>,
 }
 
 /// The router.
@@ -31,6 +33,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(
+            "/webhooks/test-receiver",
+            axum::routing::post(test_receiver),
+        )
         .with_state(state)
 }
 
@@ -83,6 +89,28 @@ fn graphiql() -> Html<String> {
 
 async fn index() -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML)).into_response()
+}
+
+/// The built-in test receiver: verifies the signature, keeps the message, answers 200 with
+/// the verdict (401 when the signature does not verify, as a real receiver should).
+async fn test_receiver(
+    State(state): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let valid = state.receiver.receive(
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &body,
+    );
+    let status = if valid {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    (status, Json(json!({ "signatureValid": valid }))).into_response()
 }
 
 async fn healthz() -> &'static str {

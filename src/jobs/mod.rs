@@ -58,6 +58,31 @@ pub struct Services {
     pub webhook_policy: crate::webhook::TargetPolicy,
     /// How webhooks are signed and sent.
     pub webhooks: webhook::WebhookSettings,
+    /// The base URL clients reach (`AUTOS_PUBLIC_URL`).
+    pub public_url: String,
+}
+
+impl Services {
+    /// The URL of this deployment's built-in test receiver.
+    pub fn test_receiver_url(&self) -> String {
+        format!("{}/webhooks/test-receiver", self.public_url)
+    }
+
+    /// Checks a webhook target. The built-in test receiver is always allowed: it is this
+    /// service itself, at a fixed path, even where private addresses are not.
+    pub async fn check_webhook_target(
+        &self,
+        url: &str,
+    ) -> Result<crate::webhook::Target, crate::webhook::Refusal> {
+        if url == self.test_receiver_url() {
+            let own = crate::webhook::TargetPolicy {
+                allow_private: true,
+                allowed_hosts: Vec::new(),
+            };
+            return own.check(url).await;
+        }
+        self.webhook_policy.check(url).await
+    }
 }
 
 /// Why a request about jobs was refused.
@@ -179,13 +204,17 @@ pub async fn start_download(
     request: StartDownload,
 ) -> Result<(JobRow, bool), JobError> {
     let number = ProcessNumber::parse(&request.number)?;
-    let webhook_url = request
-        .webhook_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|url| !url.is_empty())
-        .map(|url| crate::webhook::check_url(url).map_err(JobError::InvalidWebhookUrl))
-        .transpose()?;
+    // The full target check (allowlist, resolved addresses) now, and again before sending.
+    let webhook_url = match request.webhook_url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => Some(
+            svc.check_webhook_target(url)
+                .await
+                .map_err(|refusal| JobError::InvalidWebhookUrl(refusal.reason()))?
+                .url
+                .to_string(),
+        ),
+        _ => None,
+    };
 
     // Most repeated calls end here, without asking the source anything.
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {

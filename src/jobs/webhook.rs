@@ -133,7 +133,7 @@ async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
     let body = serde_json::to_vec(&payload)?;
     let webhooks = &svc.webhooks;
     let mut refused_for_good = false;
-    let result = match svc.webhook_policy.check(&delivery.url).await {
+    let result = match svc.check_webhook_target(&delivery.url).await {
         Ok(target) => {
             send::post(
                 &target,
@@ -190,7 +190,7 @@ async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
 /// Sends one signed `webhook.test` event to `url` now, recording it like any delivery.
 /// Returns the attempts made (none when the target is refused) and the last one.
 pub async fn send_test(svc: &Services, url: &str) -> anyhow::Result<(i32, send::Attempt)> {
-    let target = match svc.webhook_policy.check(url).await {
+    let target = match svc.check_webhook_target(url).await {
         Ok(target) => target,
         Err(refusal) => {
             let refused = send::Attempt {
