@@ -295,6 +295,11 @@ impl Application {
             let app = http::router(state);
             let mut stop = stop.clone();
             let server = tokio::spawn(async move {
+                use axum::serve::ListenerExt;
+                // Small messages (GraphQL over WebSocket) go out at once, not after Nagle's wait.
+                let listener = listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
                 let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
                 });

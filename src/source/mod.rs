@@ -36,6 +36,7 @@ use url::Url;
 
 use crate::domain::ProcessNumber;
 
+pub use retry::parse_retry_after;
 pub use verify::{check_announced, verify, Verified, VerifiedDigest};
 
 /// A process as the source lists it: its metadata and every document in its case file.

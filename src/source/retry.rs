@@ -68,7 +68,7 @@ pub(super) fn jittered_backoff(base: Duration, attempt: u32) -> Duration {
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (IMF-fixdate, or the obsolete
 /// RFC 850 and asctime forms that RFC 9110 still asks recipients to accept).
-pub(super) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -88,13 +88,13 @@ pub async fn post(
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| crate::source::parse_retry_after(v, chrono::Utc::now()));
     let location = response
         .headers()
         .get("location")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        // A receiver controls this text: keep what is stored and shown short.
+        .map(|l| l.chars().take(200).collect::<String>());
     let excerpt = read_capped(response).await;
     let error = (!(200..300).contains(&status)).then(|| {
         let mut message = format!("the receiver answered {status}");

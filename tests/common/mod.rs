@@ -5,6 +5,7 @@
 
 pub mod court;
 pub mod pgproxy;
+pub mod receiver;
 pub mod ws;
 
 use autos::app::{Application, Role};
