@@ -429,7 +429,7 @@ pub fn signing_window_start(now: SystemTime, ttl: Duration) -> SystemTime {
 }
 
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/` as the separator.
-fn encode_key(key: &str) -> String {
+pub fn encode_key(key: &str) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
     const KEEP: &AsciiSet = &NON_ALPHANUMERIC
         .remove(b'/')

@@ -416,14 +416,7 @@ mod tests {
 
     /// `x-amz-copy-source` for `key` in `B`, encoded as autos' storage does.
     fn copy_source(key: &str) -> String {
-        use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-        const KEEP: &AsciiSet = &NON_ALPHANUMERIC
-            .remove(b'/')
-            .remove(b'-')
-            .remove(b'_')
-            .remove(b'.')
-            .remove(b'~');
-        format!("{B}/{}", utf8_percent_encode(key, KEEP))
+        format!("{B}/{}", crate::storage::encode_key(key))
     }
 
     fn hashed_path(dir: &Path, key: &str) -> std::path::PathBuf {
