@@ -117,17 +117,6 @@ impl JobStatus {
             _ => JobStatus::CompletedWithErrors,
         }
     }
-
-    /// The webhook event type announcing this terminal status.
-    pub const fn event_type(self) -> &'static str {
-        match self {
-            JobStatus::Completed => "job.completed",
-            JobStatus::CompletedWithErrors => "job.completed_with_errors",
-            JobStatus::Failed => "job.failed",
-            JobStatus::Cancelled => "job.cancelled",
-            JobStatus::Queued | JobStatus::Running => "job.progress",
-        }
-    }
 }
 
 impl DocumentStatus {
