@@ -208,6 +208,7 @@ impl Application {
         .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_ALLOWED_HOSTS: {e}"))?;
         let secret = webhook_secret(&config, &pool).await?;
         let services = Services {
+            starting: jobs::Starting::default(),
             public_url: String::new(),
             webhooks: jobs::webhook::WebhookSettings {
                 secret,

@@ -98,6 +98,8 @@ async fn concurrent_start_downloads_create_exactly_one_job() {
     pool.close().await;
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].to_string(), id);
+    // The racing callers shared one look-up at the source.
+    assert_eq!(app.court.lookups(), 1);
 
     let job = app.wait_terminal(&id, WAIT).await;
     assert_eq!(job["status"], "COMPLETED", "{job:#}");

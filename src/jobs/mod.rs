@@ -60,6 +60,33 @@ pub struct Services {
     pub webhooks: webhook::WebhookSettings,
     /// The base URL clients reach (`AUTOS_PUBLIC_URL`).
     pub public_url: String,
+    /// One `startDownload` at a time per process number in this process, so that callers
+    /// racing for a case nobody has started share one source lookup (across processes, the
+    /// case's row lock and unique index still decide).
+    pub starting: Starting,
+}
+
+/// Per-number locks for [`start_download`]; entries go away with their last holder.
+#[derive(Clone, Default)]
+pub struct Starting(
+    std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
+        >,
+    >,
+);
+
+impl Starting {
+    fn lock_for(&self, number: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, weak| weak.strong_count() > 0);
+        if let Some(lock) = map.get(number).and_then(std::sync::Weak::upgrade) {
+            return lock;
+        }
+        let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(number.to_string(), std::sync::Arc::downgrade(&lock));
+        lock
+    }
 }
 
 impl Services {
@@ -216,6 +243,8 @@ pub async fn start_download(
         _ => None,
     };
 
+    let lock = svc.starting.lock_for(number.as_str());
+    let _serialized = lock.lock().await;
     // Most repeated calls end here, without asking the source anything.
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
         if let Some(job) = reusable(&svc.pool, process.id, request.force).await? {
