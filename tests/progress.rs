@@ -204,22 +204,6 @@ fn operation_errors(outcome: &Outcome) -> Vec<Value> {
     }
 }
 
-async fn post_gql(
-    http: &reqwest::Client,
-    addr: SocketAddr,
-    query: &str,
-    variables: Value,
-) -> Value {
-    http.post(format!("http://{addr}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .expect("graphql request")
-        .json()
-        .await
-        .expect("graphql json")
-}
-
 async fn start_job(http: &reqwest::Client, addr: SocketAddr, n: &str) -> String {
     let body = post_gql(
         http,

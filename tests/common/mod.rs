@@ -215,15 +215,7 @@ impl TestApp {
 
     /// POST /graphql; returns the whole response body.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        self.http
-            .post(self.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("graphql request")
-            .json()
-            .await
-            .expect("graphql json")
+        post_gql(&self.http, self.addr, query, variables).await
     }
 
     /// POST /graphql and return `data`, failing the test on errors.
@@ -305,6 +297,23 @@ impl TestApp {
             app.stop().await;
         }
     }
+}
+
+/// POST /graphql to the autos at `addr` (any process); returns the whole response body.
+pub async fn post_gql(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    query: &str,
+    variables: Value,
+) -> Value {
+    http.post(format!("http://{addr}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("graphql request")
+        .json()
+        .await
+        .expect("graphql json")
 }
 
 pub const JOB_QUERY: &str = "query($id: ID!) { job(id: $id) {
