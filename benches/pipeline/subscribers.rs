@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
 const NUMBER: &str = "1000123-63.2023.5.02.0011";
@@ -71,7 +72,15 @@ async fn subscribe(addr: &str, job_id: &str) -> Socket {
         "Sec-WebSocket-Protocol",
         "graphql-transport-ws".parse().unwrap(),
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // Small buffers, as the server has: tungstenite zero-fills its 128 KiB default read buffer
+    // on every read, which made the clients' memset a sixth of the machine's CPU during the
+    // fan-out — CPU the server under test would then not have.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .unwrap();
     ws.send(Message::text(
         json!({"type": "connection_init"}).to_string(),
     ))
@@ -102,10 +111,12 @@ async fn next_of(ws: &mut Socket, kind: &str) -> Value {
     }
 }
 
-/// Reads until the terminal message; returns when it arrived and how many messages came.
-/// (A substring test, not a JSON parse: the client shares the machine with the server, and
-/// its own CPU would otherwise be part of what is measured.)
-async fn until_terminal(mut ws: Socket) -> (SystemTime, usize) {
+/// Reads until the terminal message; returns when it arrived, how many messages came, and the
+/// socket, still open. (A substring test, not a JSON parse: the client shares the machine
+/// with the server, and its own CPU would otherwise be part of what is measured. For the
+/// same reason no socket is closed before every subscriber has its terminal message: 10,000
+/// closing handshakes would load the same two cores while the others are still being served.)
+async fn until_terminal(mut ws: Socket) -> (SystemTime, usize, Socket) {
     let mut messages = 1;
     loop {
         let message = ws.next().await.expect("socket closed").unwrap();
@@ -118,7 +129,7 @@ async fn until_terminal(mut ws: Socket) -> (SystemTime, usize) {
         }
         messages += 1;
         if !(text.contains("\"status\":\"QUEUED\"") || text.contains("\"status\":\"RUNNING\"")) {
-            return (SystemTime::now(), messages);
+            return (SystemTime::now(), messages, ws);
         }
     }
 }
@@ -183,6 +194,17 @@ pub async fn run(admin: &str, count: usize) {
     let rss_after = rss_kib(pid);
     let cpu_before = cpu_seconds_of(&pid.to_string());
 
+    // BENCH_PROFILE_WAIT=N: time to attach a profiler to the fan-out (`perf record -p PID`).
+    if let Some(wait) = std::env::var("BENCH_PROFILE_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!(
+            "serve pid {pid}, work pid {:?}: opening the gate in {wait} s",
+            work.id()
+        );
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
     let readers: Vec<_> = sockets
         .into_iter()
         .map(|ws| tokio::spawn(until_terminal(ws)))
@@ -190,12 +212,15 @@ pub async fn run(admin: &str, count: usize) {
     let _ = open.send(true);
     let mut receipts = Vec::with_capacity(count);
     let mut messages = 0;
+    let mut open_sockets = Vec::with_capacity(count);
     for reader in readers {
-        let (at, n) = reader.await.unwrap();
+        let (at, n, ws) = reader.await.unwrap();
         receipts.push(at);
         messages += n;
+        open_sockets.push(ws);
     }
     let cpu = cpu_seconds_of(&pid.to_string()) - cpu_before;
+    drop(open_sockets);
 
     let job = gql(
         &addr,
