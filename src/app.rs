@@ -288,8 +288,10 @@ impl Application {
             let receiver = Arc::new(crate::webhook::receiver::TestReceiver::new(
                 services.webhooks.secret.clone(),
             ));
+            let schema = graphql::schema(Some((services.clone(), hub, receiver.clone())));
             let state = HttpState {
-                schema: graphql::schema(Some((services.clone(), hub, receiver.clone()))),
+                subscriptions: graphql::multiplex::Multiplexed::new(schema.clone()),
+                schema,
                 services: services.clone(),
                 receiver,
             };

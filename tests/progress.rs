@@ -1082,3 +1082,128 @@ async fn watches_end_with_their_last_subscriber() {
     wait_for(0).await;
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Identical subscriptions share one execution
+// ---------------------------------------------------------------------------------------------
+
+/// Identical subscriptions (same document and variables) share one execution in the serve
+/// process; each subscriber must still see its own whole, ordered story: a late one starts
+/// from the latest state, one leaving ends nothing for the others, and once the shared
+/// execution has ended a new identical subscription starts afresh (here: on a job re-opened
+/// by `retryFailedDocuments`, which a stale shared execution would report as still ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_subscriptions_share_an_execution_each_with_its_whole_story() {
+    let court = Court::start().await;
+    let n = number(31);
+    add_docs(&court, &n, 8, 1_000, Some(Duration::from_millis(50)));
+    // One document fails for good (404) on the first run.
+    court.fail_always(&n, "d7", Fault::Status(404, None));
+    let app = TestApp::spawn(court.clone()).await;
+    let id = job_id(&app.start(&n, false).await);
+    let documents = document_ids(&app.job(&id).await);
+
+    let mut early = subscribe(&app, Protocol::TransportWs, PROGRESS, &id).await;
+    let mut leaving = subscribe(&app, Protocol::Legacy, PROGRESS, &id).await;
+    // The early subscriber sees the job move before the late one arrives.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match early.event().await {
+            common::ws::Event::Next { payload, .. } => seen.push(payload),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut late = subscribe(&app, Protocol::Legacy, PROGRESS, &id).await;
+    // The leaving subscriber goes away mid-job without a word.
+    assert!(matches!(
+        leaving.event().await,
+        common::ws::Event::Next { .. }
+    ));
+    drop(leaving);
+
+    let late = late.outcome("1", WAIT).await;
+    let late_messages = checked(&late, &id, 8, &documents);
+    let seen_progress = int(&seen.last().unwrap()["data"]["jobProgress"]["progress"]);
+    assert!(
+        int(&late_messages[0]["progress"]) >= seen_progress,
+        "a late subscriber starts from the latest state: {late_messages:#?} after {seen:#?}"
+    );
+    assert_eq!(
+        late_messages.last().unwrap()["status"],
+        "COMPLETED_WITH_ERRORS"
+    );
+
+    let mut rest = early.outcome("1", WAIT).await;
+    rest.payloads.splice(0..0, seen);
+    let early_messages = checked(&rest, &id, 8, &documents);
+    assert_eq!(
+        early_messages.last(),
+        late_messages.last(),
+        "both saw the same end"
+    );
+    assert!(
+        early_messages.len() >= 4,
+        "the early subscriber followed the job: {early_messages:#?}"
+    );
+
+    // Re-open the job with the document healed: an identical subscription now follows the
+    // new run to COMPLETED, not the shared execution that ended with the first run.
+    court.heal(&n, "d7");
+    let reopened = app
+        .data(
+            "mutation($id: ID!) { retryFailedDocuments(jobId: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert!(
+        matches!(
+            reopened["retryFailedDocuments"]["status"].as_str(),
+            Some("QUEUED" | "RUNNING")
+        ),
+        "{reopened:#}"
+    );
+    let mut again = subscribe(&app, Protocol::TransportWs, PROGRESS, &id).await;
+    let outcome = again.outcome("1", WAIT).await;
+    let messages = checked(&outcome, &id, 8, &documents);
+    assert_eq!(
+        messages.last().unwrap()["status"],
+        "COMPLETED",
+        "{messages:#?}"
+    );
+    assert_eq!(messages.last().unwrap()["counts"]["available"], 8);
+    again.close().await;
+    app.stop().await;
+}
+
+/// Only subscriptions are shared: the same mutation sent twice over one WebSocket runs
+/// twice (the second `startDownload` finds the job the first created).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_mutations_over_a_websocket_each_run() {
+    let court = Court::start().await;
+    let n = number(32);
+    slow_job(&court, &n);
+    let app = TestApp::spawn(court).await;
+    let mut client = WsClient::connect(app.addr, Protocol::TransportWs).await;
+    let start =
+        "mutation($n: String!) { startDownload(input: {number: $n}) { created job { id } } }";
+    client.subscribe("1", start, json!({ "n": n })).await;
+    let first = client.outcome("1", WAIT).await;
+    client.subscribe("2", start, json!({ "n": n })).await;
+    let second = client.outcome("2", WAIT).await;
+    let created = |outcome: &Outcome| {
+        assert_eq!(outcome.end, End::Complete, "{outcome:?}");
+        assert_eq!(outcome.payloads.len(), 1, "{outcome:?}");
+        let started = &outcome.payloads[0]["data"]["startDownload"];
+        (started["created"].clone(), job_id(started))
+    };
+    let (first_created, first_job) = created(&first);
+    let (second_created, second_job) = created(&second);
+    assert_eq!(first_created, true);
+    assert_eq!(
+        second_created, false,
+        "the second call ran, and found the job"
+    );
+    assert_eq!(first_job, second_job);
+    client.close().await;
+    app.stop().await;
+}

@@ -2,6 +2,7 @@
 
 pub mod errors;
 pub mod loaders;
+pub mod multiplex;
 pub mod mutation;
 pub mod query;
 pub mod subscription;

@@ -56,10 +56,13 @@ impl SubscriptionRoot {
             .map_err(|e| internal(e.into()))?
             .ok_or_else(not_found)?;
         let subscription = ctx.data_unchecked::<Hub>().subscribe(id);
+        // Every subscriber of a job gets each snapshot: copy its document only for those who
+        // asked for it.
+        let with_document = ctx.look_ahead().field("document").exists();
         let state = (subscription, 0i32, false, false);
         Ok(futures::stream::unfold(
             state,
-            |(mut sub, floor, started, done)| async move {
+            move |(mut sub, floor, started, done)| async move {
                 if done {
                     return None;
                 }
@@ -69,7 +72,7 @@ impl SubscriptionRoot {
                 loop {
                     let snapshot = sub.borrow_and_update().clone();
                     if let Some(snapshot) = snapshot {
-                        let message = message(&snapshot, floor);
+                        let message = message(&snapshot, floor, with_document);
                         let terminal = message.status.is_terminal();
                         let floor = message.progress;
                         return Some((message, (sub, floor, true, terminal)));
@@ -81,7 +84,7 @@ impl SubscriptionRoot {
     }
 }
 
-fn message(snapshot: &Arc<Snapshot>, floor: i32) -> JobProgress {
+fn message(snapshot: &Arc<Snapshot>, floor: i32, with_document: bool) -> JobProgress {
     let job = &snapshot.job;
     let status = job.status().unwrap_or(JobStatus::Running);
     JobProgress {
@@ -90,7 +93,9 @@ fn message(snapshot: &Arc<Snapshot>, floor: i32) -> JobProgress {
         progress: job.progress().max(floor),
         total: job.total,
         counts: counts(job),
-        document: snapshot.document.clone().map(Document),
+        document: with_document
+            .then(|| snapshot.document.clone().map(Document))
+            .flatten(),
         at: snapshot.at,
     }
 }

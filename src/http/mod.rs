@@ -1,16 +1,19 @@
 //! The HTTP surface: `/graphql` (POST queries, GET GraphiQL), `/` (progress page), health.
 
+use crate::graphql::multiplex::Multiplexed;
 use crate::graphql::{AutosSchema, Loaders};
 use crate::jobs::Services;
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::ws::WebSocketUpgrade;
+use async_graphql::http::{GraphiQLSource, WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::json;
+use std::str::FromStr;
 
 /// The progress page, built into the binary so that autos runs from any directory.
 const INDEX_HTML: &str = include_str!("../../playground/index.html");
@@ -20,6 +23,8 @@ const INDEX_HTML: &str = include_str!("../../playground/index.html");
 pub struct HttpState {
     /// The schema.
     pub schema: AutosSchema,
+    /// The schema, with identical subscriptions sharing one execution (WebSockets).
+    pub subscriptions: Multiplexed,
     /// Pool, storage, source.
     pub services: Services,
     /// The built-in webhook test receiver.
@@ -51,10 +56,18 @@ async fn graphql(State(state): State<HttpState>, request: GraphQLRequest) -> Gra
 /// for subscriptions, GraphiQL otherwise.
 async fn graphql_get(
     State(state): State<HttpState>,
-    protocol: Result<GraphQLProtocol, StatusCode>,
+    headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let (Ok(protocol), Ok(upgrade)) = (protocol, upgrade) else {
+    let protocol = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|offered| {
+            offered
+                .split(',')
+                .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
+        });
+    let (Some(protocol), Ok(upgrade)) = (protocol, upgrade) else {
         return graphiql().into_response();
     };
     upgrade
@@ -70,11 +83,62 @@ async fn graphql_get(
             loaders.disable_caches();
             let mut data = async_graphql::Data::default();
             data.insert(loaders);
-            GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .with_data(data)
-                .serve()
+            serve_socket(socket, state.subscriptions.clone(), protocol, data)
         })
         .into_response()
+}
+
+/// Runs one GraphQL WebSocket connection. Unlike a plain `send` per message, every message
+/// that is ready at once goes out in one write: a subscription's terminal `next` and its
+/// `complete` cost one system call, not two, which counts with thousands of subscribers.
+async fn serve_socket(
+    socket: WebSocket,
+    schema: Multiplexed,
+    protocol: WebSocketProtocols,
+    data: async_graphql::Data,
+) {
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|received| futures::future::ready(received.is_ok()))
+        .filter_map(|received| {
+            futures::future::ready(match received {
+                Ok(message @ (Message::Text(_) | Message::Binary(_))) => Some(message.into_data()),
+                _ => None,
+            })
+        });
+    let messages = async_graphql::http::WebSocket::new(schema, input, protocol)
+        .connection_data(data)
+        .map(|message| match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+        });
+    futures::pin_mut!(messages);
+    while let Some(message) = messages.next().await {
+        if sink.feed(message).await.is_err() {
+            return;
+        }
+        let mut ended = false;
+        loop {
+            match messages.next().now_or_never() {
+                Some(Some(message)) => {
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                }
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if sink.flush().await.is_err() || ended {
+            return;
+        }
+    }
 }
 
 fn graphiql() -> Html<String> {

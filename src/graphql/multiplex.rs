@@ -1,0 +1,192 @@
+//! Subscription multiplexing: identical subscriptions share one execution.
+//!
+//! A progress bar on 10,000 screens is 10,000 identical `jobProgress` subscriptions. Executed
+//! one by one, every change of the job would be resolved and built 10,000 times. Instead, the
+//! first subscriber of a given (document, operation, variables) starts one execution (the
+//! group's *leader* stream, driven by a task of its own); every subscriber of the group,
+//! the first included, reads the responses it publishes on a `watch` channel. The semantics
+//! are those of one execution per subscriber: the first message is the latest state, nothing
+//! is reordered, a slow reader skips to the latest response (coalesced), and the stream
+//! ends after the execution's last response. The execution stops when its last subscriber
+//! leaves.
+//!
+//! Only subscriptions are grouped: queries and mutations sent over a WebSocket run per
+//! request, as they must. Connection data is not part of the key: every connection carries
+//! the same data (there are no per-user rights in the API), so the leader's will do for all.
+
+use super::AutosSchema;
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Data, Executor, Request, Response};
+use futures::stream::{BoxStream, StreamExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// What a group has published so far.
+#[derive(Clone, Default)]
+struct Published {
+    /// Number of the latest response (1 for the first).
+    seq: u64,
+    response: Option<Arc<Response>>,
+    /// The execution has ended: after `response`, nothing more comes.
+    ended: bool,
+}
+
+type Key = (String, Option<String>, String);
+type Groups = Mutex<HashMap<Key, Arc<watch::Sender<Published>>>>;
+
+/// The schema, with identical subscriptions sharing one execution.
+#[derive(Clone)]
+pub struct Multiplexed {
+    schema: AutosSchema,
+    groups: Arc<Groups>,
+}
+
+impl Multiplexed {
+    /// Wraps `schema`.
+    pub fn new(schema: AutosSchema) -> Self {
+        Multiplexed {
+            schema,
+            groups: Arc::default(),
+        }
+    }
+
+    /// Subscription executions currently running (one per distinct subscription).
+    pub fn executions(&self) -> usize {
+        lock(&self.groups).len()
+    }
+}
+
+fn lock(groups: &Groups) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<watch::Sender<Published>>>> {
+    groups.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether the operation `request` would run is a subscription.
+fn is_subscription(request: &Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let name = request.operation_name.as_deref();
+    document.operations.iter().any(|(op_name, op)| {
+        op.node.ty == OperationType::Subscription
+            && (name.is_none() || op_name.map(|n| n.as_str()) == name)
+    }) && match name {
+        // Without a name the document must hold exactly one operation, or it is an error
+        // that the schema reports: let it.
+        None => document.operations.iter().count() == 1,
+        Some(_) => true,
+    }
+}
+
+impl Executor for Multiplexed {
+    async fn execute(&self, request: Request) -> Response {
+        self.schema.execute(request).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: Request,
+        session_data: Option<Arc<Data>>,
+    ) -> BoxStream<'static, Response> {
+        // Request-level data, uploads or extensions would make requests differ in ways the
+        // key does not see: those run on their own (the API sets none of them).
+        if !request.data.is_empty()
+            || !request.uploads.is_empty()
+            || !request.extensions.is_empty()
+            || !is_subscription(&request)
+        {
+            return Executor::execute_stream(&self.schema, request, session_data);
+        }
+        let key = (
+            request.query.clone(),
+            request.operation_name.clone(),
+            serde_json::to_string(&request.variables).unwrap_or_default(),
+        );
+        let receiver = {
+            let mut groups = lock(&self.groups);
+            match groups.get(&key) {
+                Some(group) => group.subscribe(),
+                None => {
+                    let (sender, receiver) = watch::channel(Published::default());
+                    let sender = Arc::new(sender);
+                    groups.insert(key.clone(), sender.clone());
+                    let leader = Executor::execute_stream(&self.schema, request, session_data);
+                    tokio::spawn(lead(leader, sender, self.groups.clone(), key));
+                    receiver
+                }
+            }
+        };
+        follow(receiver).boxed()
+    }
+}
+
+/// Drives a group's execution, publishing each response, until it ends or nobody listens.
+async fn lead(
+    mut leader: BoxStream<'static, Response>,
+    sender: Arc<watch::Sender<Published>>,
+    groups: Arc<Groups>,
+    key: Key,
+) {
+    loop {
+        tokio::select! {
+            next = leader.next() => match next {
+                Some(response) => {
+                    let response = Arc::new(response);
+                    sender.send_modify(|p| {
+                        p.seq += 1;
+                        p.response = Some(response);
+                    });
+                }
+                None => {
+                    // Out of the map first: a later subscriber starts a fresh execution
+                    // rather than joining one that has ended.
+                    {
+                        let mut groups = lock(&groups);
+                        if groups.get(&key).is_some_and(|g| Arc::ptr_eq(g, &sender)) {
+                            groups.remove(&key);
+                        }
+                    }
+                    sender.send_modify(|p| p.ended = true);
+                    return;
+                }
+            },
+            _ = sender.closed() => {
+                let mut groups = lock(&groups);
+                // Someone may have joined since `closed` fired (joining takes the same lock).
+                if sender.receiver_count() == 0 {
+                    if groups.get(&key).is_some_and(|g| Arc::ptr_eq(g, &sender)) {
+                        groups.remove(&key);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// One subscriber's view of a group: every response it has not seen, the latest first when
+/// it falls behind, then the end.
+fn follow(receiver: watch::Receiver<Published>) -> impl futures::Stream<Item = Response> {
+    futures::stream::unfold((receiver, 0u64), |(mut receiver, seen)| async move {
+        loop {
+            let published = receiver.borrow_and_update().clone();
+            if let Some(response) = published.response.filter(|_| published.seq > seen) {
+                return Some((copy(&response), (receiver, published.seq)));
+            }
+            if published.ended {
+                return None;
+            }
+            // The sender is gone only if the leader stopped without ending (shutdown).
+            receiver.changed().await.ok()?;
+        }
+    })
+}
+
+/// What a WebSocket message carries of a response (its HTTP headers and cache hints do not
+/// travel over a WebSocket).
+fn copy(response: &Response) -> Response {
+    let mut copy = Response::new(response.data.clone());
+    copy.errors = response.errors.clone();
+    copy.extensions = response.extensions.clone();
+    copy
+}
