@@ -63,8 +63,9 @@ async fn file(State((mut gate, body)): State<(watch::Receiver<bool>, Arc<Vec<u8>
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Connects, subscribes, and waits for the first message.
-async fn subscribe(addr: &str, job_id: &str) -> Socket {
+/// Connects, subscribes, and waits for the first message. `distinct` makes this subscriber's
+/// document unlike any other's (an alias of its own), so that it gets an execution of its own.
+async fn subscribe(addr: &str, job_id: &str, distinct: Option<usize>) -> Socket {
     let mut request = format!("ws://{addr}/graphql")
         .into_client_request()
         .unwrap();
@@ -87,7 +88,10 @@ async fn subscribe(addr: &str, job_id: &str) -> Socket {
     .await
     .unwrap();
     next_of(&mut ws, "connection_ack").await;
-    let query = "subscription($id: ID!) { jobProgress(jobId: $id) { status progress at } }";
+    let alias = distinct.map(|i| format!("p{i}: ")).unwrap_or_default();
+    let query = format!(
+        "subscription($id: ID!) {{ {alias}jobProgress(jobId: $id) {{ status progress at }} }}"
+    );
     ws.send(Message::text(
         json!({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": {"id": job_id}}})
             .to_string(),
@@ -145,6 +149,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Runs the benchmark with `count` subscribers.
 pub async fn run(admin: &str, count: usize) {
+    // BENCH_DISTINCT=1: every subscriber with a document of its own (no shared execution).
+    let distinct = std::env::var_os("BENCH_DISTINCT").is_some();
     let (open, gate) = watch::channel(false);
     let court = gated_court(gate).await;
     let dir =
@@ -185,7 +191,7 @@ pub async fn run(admin: &str, count: usize) {
     let rss_before = rss_kib(pid);
     let started = Instant::now();
     let sockets: Vec<Socket> = futures::stream::iter(0..count)
-        .map(|_| subscribe(&addr, &job_id))
+        .map(|i| subscribe(&addr, &job_id, distinct.then_some(i)))
         .buffer_unordered(256)
         .collect()
         .await;
@@ -246,8 +252,13 @@ pub async fn run(admin: &str, count: usize) {
     latencies.sort_by(f64::total_cmp);
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(
-        "subscribers: {count} on one serve process; all got the terminal message ({} messages in all); \
+        "subscribers: {count} on one serve process{}; all got the terminal message ({} messages in all); \
          connected in {:.1} s",
+        if distinct {
+            ", each with a subscription document of its own"
+        } else {
+            ", identical subscriptions"
+        },
         messages,
         connect_time.as_secs_f64()
     );
