@@ -50,11 +50,6 @@ impl Multiplexed {
             groups: Arc::default(),
         }
     }
-
-    /// Subscription executions currently running (one per distinct subscription).
-    pub fn executions(&self) -> usize {
-        lock(&self.groups).len()
-    }
 }
 
 fn lock(groups: &Groups) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<watch::Sender<Published>>>> {
