@@ -210,23 +210,10 @@ pub struct Document(pub DocumentRow);
 
 impl Document {
     async fn presigned(&self, ctx: &Context<'_>) -> Result<Option<crate::storage::PresignedUrl>> {
-        let row = &self.0;
-        let (Some(key), Ok(DocumentStatus::Available)) = (&row.storage_key, row.status()) else {
-            return Ok(None);
-        };
-        let svc = ctx.data_unchecked::<Services>();
-        let url = svc
-            .storage
-            .presign_get(
-                key,
-                &row.name,
-                row.stored_content_type.as_deref(),
-                svc.settings.presign_ttl,
-                std::time::SystemTime::now(),
-            )
+        ctx.data_unchecked::<Services>()
+            .download_link(&self.0)
             .await
-            .map_err(|e| internal(e.into()))?;
-        Ok(Some(url))
+            .map_err(|e| internal(e.into()))
     }
 }
 

@@ -90,6 +90,30 @@ impl Starting {
 }
 
 impl Services {
+    /// A fresh download link for a stored document, named as at the source; `None` unless the
+    /// document is AVAILABLE. The same link for every caller within a signing window.
+    pub async fn download_link(
+        &self,
+        document: &db::DocumentRow,
+    ) -> Result<Option<crate::storage::PresignedUrl>, crate::storage::StorageError> {
+        let (Some(key), Ok(crate::domain::status::DocumentStatus::Available)) =
+            (&document.storage_key, document.status())
+        else {
+            return Ok(None);
+        };
+        let url = self
+            .storage
+            .presign_get(
+                key,
+                &document.name,
+                document.stored_content_type.as_deref(),
+                self.settings.presign_ttl,
+                std::time::SystemTime::now(),
+            )
+            .await?;
+        Ok(Some(url))
+    }
+
     /// The URL of this deployment's built-in test receiver.
     pub fn test_receiver_url(&self) -> String {
         format!("{}/webhooks/test-receiver", self.public_url)

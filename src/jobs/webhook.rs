@@ -8,14 +8,13 @@
 
 use super::{download::retry_delay, Services};
 use crate::db::{self, webhooks::DeliveryRow};
-use crate::domain::status::DocumentStatus;
 use crate::webhook::{send, Secret};
 use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Task type of webhook deliveries.
@@ -78,20 +77,10 @@ pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Resu
         .await?;
     let mut documents = Vec::new();
     for (_, doc) in db::documents::by_jobs(&svc.pool, &[job_id]).await? {
-        let mut link = (Value::Null, Value::Null);
-        if let (Some(key), Ok(DocumentStatus::Available)) = (&doc.storage_key, doc.status()) {
-            let url = svc
-                .storage
-                .presign_get(
-                    key,
-                    &doc.name,
-                    doc.stored_content_type.as_deref(),
-                    svc.settings.presign_ttl,
-                    SystemTime::now(),
-                )
-                .await?;
-            link = (json!(url.url), json!(url.expires_at));
-        }
+        let link = match svc.download_link(&doc).await? {
+            Some(url) => (json!(url.url), json!(url.expires_at)),
+            None => (Value::Null, Value::Null),
+        };
         documents.push(json!({
             "id": doc.id, "sourceId": doc.source_id, "name": doc.name, "status": doc.status,
             "size": doc.stored_size.or(doc.size), "sha256": doc.stored_sha256.clone().or(doc.sha256.clone()),
