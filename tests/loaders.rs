@@ -54,17 +54,7 @@ impl CountedApi {
     }
 
     async fn data(&self, via: &Application, query: &str, variables: Value) -> Value {
-        let url = format!("http://{}/graphql", via.addr.expect("serving"));
-        let body: Value = self
-            .http
-            .post(url)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("graphql request")
-            .json()
-            .await
-            .expect("graphql json");
+        let body = post_gql(&self.http, via.addr.expect("serving"), query, variables).await;
         assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
         body["data"].clone()
     }
