@@ -61,15 +61,24 @@ fn is_subscription(request: &Request) -> bool {
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
         return false;
     };
-    let name = request.operation_name.as_deref();
-    document.operations.iter().any(|(op_name, op)| {
-        op.node.ty == OperationType::Subscription
-            && (name.is_none() || op_name.map(|n| n.as_str()) == name)
-    }) && match name {
+    let mut operations = document.operations.iter();
+    let operation = match request.operation_name.as_deref() {
+        Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
         // Without a name the document must hold exactly one operation, or it is an error
         // that the schema reports: let it.
-        None => document.operations.iter().count() == 1,
-        Some(_) => true,
+        None => operations.next().filter(|_| operations.next().is_none()),
+    };
+    operation.is_some_and(|(_, op)| op.node.ty == OperationType::Subscription)
+}
+
+/// Takes `key` out of the map if it still names this group's channel.
+fn forget(
+    groups: &mut HashMap<Key, Arc<watch::Sender<Published>>>,
+    key: &Key,
+    sender: &Arc<watch::Sender<Published>>,
+) {
+    if groups.get(key).is_some_and(|g| Arc::ptr_eq(g, sender)) {
+        groups.remove(key);
     }
 }
 
@@ -135,23 +144,16 @@ async fn lead(
                 None => {
                     // Out of the map first: a later subscriber starts a fresh execution
                     // rather than joining one that has ended.
-                    {
-                        let mut groups = lock(&groups);
-                        if groups.get(&key).is_some_and(|g| Arc::ptr_eq(g, &sender)) {
-                            groups.remove(&key);
-                        }
-                    }
+                    forget(&mut lock(&groups), &key, &sender);
                     sender.send_modify(|p| p.ended = true);
                     return;
                 }
             },
             _ = sender.closed() => {
-                let mut groups = lock(&groups);
-                // Someone may have joined since `closed` fired (joining takes the same lock).
+                // Someone may have joined since `closed` fired; joining holds the map's lock.
+                let mut map = lock(&groups);
                 if sender.receiver_count() == 0 {
-                    if groups.get(&key).is_some_and(|g| Arc::ptr_eq(g, &sender)) {
-                        groups.remove(&key);
-                    }
+                    forget(&mut map, &key, &sender);
                     return;
                 }
             }

@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::{FutureExt, SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::str::FromStr;
 
@@ -59,6 +59,7 @@ async fn graphql_get(
     headers: axum::http::HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // As async-graphql-axum's `GraphQLProtocol` extractor reads it (its value is private).
     let protocol = headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|value| value.to_str().ok())
@@ -115,27 +116,15 @@ async fn serve_socket(
                 reason: reason.into(),
             })),
         });
-    futures::pin_mut!(messages);
-    while let Some(message) = messages.next().await {
-        if sink.feed(message).await.is_err() {
-            return;
-        }
-        let mut ended = false;
-        loop {
-            match messages.next().now_or_never() {
-                Some(Some(message)) => {
-                    if sink.feed(message).await.is_err() {
-                        return;
-                    }
-                }
-                Some(None) => {
-                    ended = true;
-                    break;
-                }
-                None => break,
+    // Each item: every message that was ready at once.
+    let mut batches = messages.ready_chunks(64);
+    while let Some(batch) = batches.next().await {
+        for message in batch {
+            if sink.feed(message).await.is_err() {
+                return;
             }
         }
-        if sink.flush().await.is_err() || ended {
+        if sink.flush().await.is_err() {
             return;
         }
     }
