@@ -163,13 +163,31 @@ pub(crate) async fn fresh_database(admin: &str) -> String {
     url.to_string()
 }
 
+/// BENCH_PROFILE_WAIT=N: N seconds to attach a profiler (`perf record -p PID`) before what
+/// `starts` names begins.
+pub(crate) async fn profile_pause(starts: &str) {
+    if let Some(wait) = std::env::var("BENCH_PROFILE_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        eprintln!("{starts} starts in {wait} s");
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
+/// The database URL autos is given: `db`, with `synchronous_commit=off` for its connections
+/// when BENCH_ASYNC_COMMIT is set.
+fn autos_database_url(db: &str) -> String {
+    if std::env::var_os("BENCH_ASYNC_COMMIT").is_none() {
+        return db.into();
+    }
+    let separator = if db.contains('?') { '&' } else { '?' };
+    format!("{db}{separator}options=-c%20synchronous_commit%3Doff")
+}
+
 fn config(db: &str, s3: &str, court: &str, workers: u32) -> Config {
     let mut c = Config::defaults();
-    c.database_url = Some(if std::env::var_os("BENCH_ASYNC_COMMIT").is_some() {
-        format!("{db}?options=-c%20synchronous_commit%3Doff")
-    } else {
-        db.into()
-    });
+    c.database_url = Some(autos_database_url(db));
     c.bind = "127.0.0.1:0".parse().unwrap();
     c.s3_endpoint = Some(s3.parse().unwrap());
     c.s3_bucket = "bench".into();
@@ -329,12 +347,7 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         // autos runs as deployed: its own process (`autos all`), 4 workers.
         let db = fresh_database(admin).await;
         let addr = format!("127.0.0.1:{}", free_port());
-        let db_url = if std::env::var_os("BENCH_ASYNC_COMMIT").is_some() {
-            let sep = if db.contains('?') { '&' } else { '?' };
-            format!("{db}{sep}options=-c%20synchronous_commit%3Doff")
-        } else {
-            db.clone()
-        };
+        let db_url = autos_database_url(&db);
         let mut child = spawn_autos(
             "all",
             &db_url,
@@ -357,14 +370,7 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
             run_job(&addr, WARM_UP).await;
         }
         let pid = child.id().unwrap_or_default().to_string();
-        // BENCH_PROFILE_WAIT=N: time to attach a profiler to the timed job (`perf record -p PID`).
-        if let Some(wait) = std::env::var("BENCH_PROFILE_WAIT")
-            .ok()
-            .and_then(|s| s.parse().ok())
-        {
-            eprintln!("autos pid {pid}: the timed job starts in {wait} s");
-            tokio::time::sleep(Duration::from_secs(wait)).await;
-        }
+        profile_pause(&format!("autos pid {pid}: the timed job")).await;
         let cpu = cpu_seconds();
         let child_cpu = cpu_seconds_of(&pid);
         let pg_before = postgres_cpu();

@@ -8,8 +8,8 @@
 //! CPU its fan-out used.
 
 use super::{
-    cpu_seconds_of, drop_database, free_port, fresh_database, gql, spawn_autos, wait_ready, KEY,
-    SECRET,
+    cpu_seconds_of, drop_database, free_port, fresh_database, gql, profile_pause, spawn_autos,
+    wait_ready, KEY, SECRET,
 };
 use autos::embedded::s3::EmbeddedS3;
 use axum::extract::{Path, State};
@@ -200,17 +200,11 @@ pub async fn run(admin: &str, count: usize) {
     let rss_after = rss_kib(pid);
     let cpu_before = cpu_seconds_of(&pid.to_string());
 
-    // BENCH_PROFILE_WAIT=N: time to attach a profiler to the fan-out (`perf record -p PID`).
-    if let Some(wait) = std::env::var("BENCH_PROFILE_WAIT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        eprintln!(
-            "serve pid {pid}, work pid {:?}: opening the gate in {wait} s",
-            work.id()
-        );
-        tokio::time::sleep(Duration::from_secs(wait)).await;
-    }
+    profile_pause(&format!(
+        "serve pid {pid}, work pid {:?}: the fan-out",
+        work.id()
+    ))
+    .await;
     let readers: Vec<_> = sockets
         .into_iter()
         .map(|ws| tokio::spawn(until_terminal(ws)))
