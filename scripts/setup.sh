@@ -23,9 +23,15 @@ apt_install() {
 }
 
 ensure_rust() {
-  command -v cargo >/dev/null 2>&1 && return 0
-  [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$HOME/.cargo/bin:$PATH"; return 0; }
-  die "Rust is not installed. Install it with rustup (https://rustup.rs), then run this again."
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || die "Rust is not installed. Install it with rustup (https://rustup.rs), then run this again."
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  # Two dependencies compile C (aws-lc-sys for TLS, libmimalloc-sys for the allocator).
+  command -v cc >/dev/null 2>&1 && return 0
+  say "installing a C compiler (the build compiles C)"
+  apt_install gcc libc6-dev && return 0
+  die "the build needs a C compiler (Debian/Ubuntu: sudo apt-get install gcc; macOS: xcode-select --install)."
 }
 
 # PostgreSQL's server binaries (initdb, pg_ctl, postgres): the embedded database uses them.
