@@ -707,8 +707,19 @@ async fn a_hanging_transfer_times_out_and_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_a_job_stops_further_transfers() {
+    cancel_stops_further_transfers(111, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_job_gives_back_the_rest_of_each_batch() {
+    // The worker holds a batch of four when the job is cancelled: the one in transfer stops,
+    // the three not started go back to PENDING untouched (no attempt counted).
+    cancel_stops_further_transfers(115, 4).await;
+}
+
+async fn cancel_stops_further_transfers(process: u32, batch_size: u32) {
     let court = Court::start().await;
-    let n = number(111);
+    let n = number(process);
     let docs: Vec<Doc> = (1..=12)
         .map(|i| {
             Doc::new(
@@ -731,7 +742,7 @@ async fn cancelling_a_job_stops_further_transfers() {
     }
     let options = Options {
         workers: 1,
-        batch_size: 1,
+        batch_size,
         lease_ms: 1000,
         ..Options::default()
     };
@@ -795,6 +806,16 @@ async fn cancelling_a_job_stops_further_transfers() {
             .all(|d| d["status"] != "PROCESSING"),
         "no document is left PROCESSING: {job:#}"
     );
+    assert_eq!(job["counts"]["processing"], 0, "{job:#}");
+    assert_eq!(job["counts"]["pending"], pending, "{job:#}");
+    for d in job["documents"].as_array().unwrap() {
+        if d["status"] == "PENDING" {
+            assert_eq!(
+                d["attempts"], 0,
+                "a document given back is not an attempt: {d:#}"
+            );
+        }
+    }
 
     let again = cancel(&app, &id).await;
     assert_eq!(error_code(&again), "INVALID_STATE", "{again:#}");

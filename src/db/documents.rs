@@ -142,48 +142,67 @@ pub struct Claim {
     pub token: Uuid,
 }
 
-/// Takes a PENDING, due document of an active job for this worker (PENDING → PROCESSING),
-/// counting an attempt and moving its job's count (and a QUEUED job to RUNNING), in one
-/// statement. `None` if it is not there to take.
-pub async fn claim(
+/// The documents of one batch a worker holds: one token and one lease for all of them.
+#[derive(Debug, Clone)]
+pub struct BatchClaim {
+    /// Proof of ownership, shared by the batch's documents.
+    pub token: Uuid,
+    /// The claimed documents, in the batch's order.
+    pub claims: Vec<Claim>,
+}
+
+/// Takes the PENDING, due documents among `document_ids` of an active job for this worker
+/// (PENDING → PROCESSING), counting an attempt for each and moving its job's counts (and a
+/// QUEUED job to RUNNING), in one statement. Documents that are not there to take (another
+/// worker has them, they are not due, the job is no longer active) are left out.
+pub async fn claim_batch(
     pool: &PgPool,
-    document_id: Uuid,
     job_id: Uuid,
+    document_ids: &[Uuid],
     lease: Duration,
-) -> Result<Option<Claim>, DbError> {
+) -> Result<BatchClaim, DbError> {
     DocumentStatus::Pending.check(DocumentStatus::Processing)?;
     JobStatus::Queued.check(JobStatus::Running)?;
     let token = Uuid::new_v4();
-    let claimed: Option<ClaimRow> = sqlx::query_as(
+    let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH claimed AS (
             UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
                    claim_token = $3, lease_until = now() + make_interval(secs => $4),
                    updated_at = now()
-            WHERE id = $1 AND job_id = $2 AND status = 'PENDING'
+            WHERE id = ANY($1) AND job_id = $2 AND status = 'PENDING'
               AND (next_attempt_at IS NULL OR next_attempt_at <= now())
               AND EXISTS (SELECT 1 FROM download_jobs j
                           WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
             RETURNING *),
          counted AS (
-            UPDATE download_jobs SET pending = pending - 1, processing = processing + 1,
+            UPDATE download_jobs SET pending = pending - n.claimed,
+                   processing = processing + n.claimed,
                    status = CASE WHEN status = 'QUEUED' THEN 'RUNNING' ELSE status END,
                    started_at = coalesce(started_at, now()), updated_at = now()
-            WHERE id = $2 AND EXISTS (SELECT 1 FROM claimed)
+            FROM (SELECT count(*)::int AS claimed FROM claimed) AS n
+            WHERE id = $2 AND n.claimed > 0
             RETURNING id)
          SELECT c.*, p.number AS process_number
-         FROM claimed c JOIN processes p ON p.id = c.process_id",
+         FROM claimed c JOIN processes p ON p.id = c.process_id
+         ORDER BY array_position($1, c.id)",
     )
-    .bind(document_id)
+    .bind(document_ids)
     .bind(job_id)
     .bind(token)
     .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(claimed.map(|row| Claim {
-        document: row.document,
-        process_number: row.process_number,
+    Ok(BatchClaim {
         token,
-    }))
+        claims: rows
+            .into_iter()
+            .map(|row| Claim {
+                document: row.document,
+                process_number: row.process_number,
+                token,
+            })
+            .collect(),
+    })
 }
 
 #[derive(sqlx::FromRow)]
@@ -194,37 +213,64 @@ struct ClaimRow {
 }
 
 /// What a heartbeat found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heartbeat {
-    /// Still ours, and the job still wants it.
-    Renewed,
-    /// Still ours, but its job was cancelled: stop and release it.
-    JobCancelled,
-    /// No longer ours (the lease ran out and someone else took it): stop, touch nothing.
-    Lost,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The documents still held (the others' leases ran out and someone else took them).
+    pub held: Vec<Uuid>,
+    /// Whether their job still wants them (false once it is cancelled: stop and release).
+    pub job_active: bool,
 }
 
-/// Extends the lease of a claimed document.
+/// Extends the lease of the documents `document_ids` held with `token`.
 pub async fn heartbeat(
     pool: &PgPool,
-    claim: &Claim,
+    token: Uuid,
+    document_ids: &[Uuid],
     lease: Duration,
 ) -> Result<Heartbeat, DbError> {
-    let row: Option<(Option<String>,)> = sqlx::query_as(
+    let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
         "UPDATE documents SET lease_until = now() + make_interval(secs => $3)
-         WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'
-         RETURNING (SELECT status FROM download_jobs j WHERE j.id = documents.job_id)",
+         WHERE id = ANY($1) AND claim_token = $2 AND status = 'PROCESSING'
+         RETURNING id, (SELECT status FROM download_jobs j WHERE j.id = documents.job_id)",
     )
-    .bind(claim.document.id)
-    .bind(claim.token)
+    .bind(document_ids)
+    .bind(token)
     .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(match row {
-        None => Heartbeat::Lost,
-        Some((Some(status),)) if status == "QUEUED" || status == "RUNNING" => Heartbeat::Renewed,
-        Some(_) => Heartbeat::JobCancelled,
+    let job_active = rows
+        .iter()
+        .all(|(_, status)| matches!(status.as_deref(), Some("QUEUED" | "RUNNING")));
+    Ok(Heartbeat {
+        held: rows.into_iter().map(|(id, _)| id).collect(),
+        job_active,
     })
+}
+
+/// Puts documents held with `token` back to PENDING untouched (their job was cancelled, or
+/// the batch stopped early): the attempts are not counted. Returns how many were released.
+pub async fn release(pool: &PgPool, token: Uuid, document_ids: &[Uuid]) -> Result<u64, DbError> {
+    DocumentStatus::Processing.check(DocumentStatus::Pending)?;
+    let released: i64 = sqlx::query_scalar(
+        "WITH released AS (
+            UPDATE documents SET status = 'PENDING', attempts = greatest(attempts - 1, 0),
+                   next_attempt_at = now(), lease_until = NULL, claim_token = NULL,
+                   updated_at = now()
+            WHERE id = ANY($1) AND claim_token = $2 AND status = 'PROCESSING'
+            RETURNING job_id),
+         by_job AS (SELECT job_id, count(*)::int AS n FROM released GROUP BY job_id),
+         counted AS (
+            UPDATE download_jobs j SET processing = processing - b.n, pending = pending + b.n,
+                   updated_at = now()
+            FROM by_job b WHERE j.id = b.job_id
+            RETURNING b.n)
+         SELECT coalesce(sum(n), 0)::bigint FROM counted",
+    )
+    .bind(document_ids)
+    .bind(token)
+    .fetch_one(pool)
+    .await?;
+    Ok(released as u64)
 }
 
 /// How a claimed document ends its attempt.
@@ -255,8 +301,6 @@ pub enum Outcome {
         /// What went wrong.
         error: String,
     },
-    /// Put back untouched (its job was cancelled, or the worker is stopping): the attempt is not counted.
-    Released,
 }
 
 /// Ends a claim with `outcome`: the document's compare-and-set and its job's counts in one
@@ -272,7 +316,7 @@ pub async fn settle(
     let to = match outcome {
         Outcome::Stored { .. } => DocumentStatus::Available,
         Outcome::Failed { .. } => DocumentStatus::Failed,
-        Outcome::RetryAt { .. } | Outcome::Released => DocumentStatus::Pending,
+        Outcome::RetryAt { .. } => DocumentStatus::Pending,
     };
     DocumentStatus::Processing.check(to)?;
     let set = match outcome {
@@ -284,9 +328,6 @@ pub async fn settle(
             "status = 'PENDING', last_error = $3, next_attempt_at = $4, task_id = $5"
         }
         Outcome::Failed { .. } => "status = 'FAILED', last_error = $3",
-        Outcome::Released => {
-            "status = 'PENDING', attempts = greatest(attempts - 1, 0), next_attempt_at = now()"
-        }
     };
     let sql = format!(
         "WITH settled AS (
@@ -312,7 +353,6 @@ pub async fn settle(
         } => base.bind(key).bind(sha256).bind(size).bind(content_type),
         Outcome::RetryAt { error, at, task_id } => base.bind(error).bind(at).bind(task_id),
         Outcome::Failed { error } => base.bind(error),
-        Outcome::Released => base,
     };
     let Some(job) = query.fetch_optional(&mut *conn).await? else {
         tracing::warn!(%document_id, "claim no longer valid; the document was not changed");

@@ -4,22 +4,25 @@
 //! Running a batch twice is harmless: a document is transferred only by the worker that
 //! claimed it (PENDING → PROCESSING, compare-and-set), and that worker keeps the claim alive
 //! with heartbeats; a second run finds nothing left to claim.
+//!
+//! The database stays off the transfer path and is visited as little as it can be: the
+//! batch's documents are claimed together (one statement, one token, one lease renewed by
+//! one heartbeat), each document's final transition is written while the next one transfers,
+//! and the task's deletion rides on the worker's next fetch.
 
 use super::{Services, DOWNLOAD_TASK};
-use crate::db::documents::{self, Claim, Heartbeat, Outcome};
-use crate::db::DbError;
+use crate::db::documents::{self, BatchClaim, Claim, Outcome};
 use crate::domain::{names, ProcessNumber};
 use crate::source::{self, ListedDocument, SourceError};
 use crate::storage::UploadError;
 use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
-use futures::StreamExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
+use tokio::time::Interval;
 use uuid::Uuid;
 
 /// Transfers `document_ids` of `job_id`, one after the other.
@@ -38,55 +41,34 @@ impl AsyncRunnable for DownloadBatch {
         let svc = crate::queue::worker::context::<Services>().ok_or_else(|| FangError {
             description: "download task run outside an autos worker".into(),
         })?;
-        let failed = |document_id: Uuid| {
-            move |err: anyhow::Error| FangError {
-                description: format!("document {document_id}: {err:#}"),
-            }
+        let failed = |err: anyhow::Error| FangError {
+            description: format!("batch of job {}: {err:#}", self.job_id),
         };
-        // The database stays off the transfer path: a document's final transition is
-        // written while the next one transfers (one in flight at a time, so a batch's
-        // transitions keep their order), and the next document is claimed as soon as the
-        // current one's last byte has arrived, while its upload completes.
-        let mut settling: Option<(Uuid, JoinHandle<anyhow::Result<()>>)> = None;
-        let mut ahead: Option<JoinHandle<Result<Option<Claim>, DbError>>> = None;
-        for (i, &document_id) in self.document_ids.iter().enumerate() {
-            let claim = match ahead.take() {
-                Some(handle) => handle
-                    .await
-                    .map_err(|e| anyhow::anyhow!("claiming task failed: {e}"))
-                    .and_then(|claim| Ok(claim?)),
-                None => documents::claim(&svc.pool, document_id, self.job_id, svc.settings.lease)
-                    .await
-                    .map_err(anyhow::Error::from),
+        let batch = documents::claim_batch(
+            &svc.pool,
+            self.job_id,
+            &self.document_ids,
+            svc.settings.lease,
+        )
+        .await
+        .map_err(|e| failed(e.into()))?;
+        if batch.claims.is_empty() {
+            return Ok(());
+        }
+        let mut held = Held::new(&svc, &batch);
+        let result = run_batch(&svc, batch, &mut held).await;
+        // Whatever is still held was not attempted: the job was cancelled, or an error
+        // ended the batch early. Give it back so that nothing waits for a lease to run out.
+        if !held.ids.is_empty() {
+            let released = documents::release(&svc.pool, held.token, &held.ids).await;
+            if let Err(err) = &released {
+                tracing::warn!(job = %self.job_id, error = %err, "cannot release a batch's documents; their leases will");
             }
-            .map_err(failed(document_id))?;
-            let next = self.document_ids.get(i + 1).map(|&id| (self.job_id, id));
-            let (ended, claimed_ahead) = match claim {
-                Some(claim) => attempt(&svc, claim, next).await,
-                None => (Ok(None), None),
-            };
-            ahead = claimed_ahead;
-            if let Some((previous, handle)) = settling.take() {
-                join(handle).await.map_err(failed(previous))?;
-            }
-            if let Some((claim, outcome)) = ended.map_err(failed(document_id))? {
-                let svc = svc.clone();
-                let handle = tokio::spawn(async move { settle(&svc, &claim, outcome).await });
-                settling = Some((document_id, handle));
+            if result.is_ok() {
+                released.map_err(|e| failed(e.into()))?;
             }
         }
-        if let Some((previous, handle)) = settling {
-            join(handle).await.map_err(failed(previous))?;
-        }
-        if let Some(handle) = ahead {
-            // Only an error ends a batch early; give back what was claimed for it.
-            if let Ok(Ok(Some(claim))) = handle.await {
-                settle(&svc, &claim, Outcome::Released)
-                    .await
-                    .map_err(failed(claim.document.id))?;
-            }
-        }
-        Ok(())
+        result.map_err(failed)
     }
 
     fn task_type(&self) -> String {
@@ -101,6 +83,94 @@ impl AsyncRunnable for DownloadBatch {
     fn backoff(&self, attempt: u32) -> u32 {
         2u32.saturating_pow(attempt + 1)
     }
+}
+
+/// The documents of a batch still held, and the heartbeat that keeps them.
+struct Held {
+    token: Uuid,
+    ids: Vec<Uuid>,
+    beat: Interval,
+    cancelled: bool,
+}
+
+impl Held {
+    fn new(svc: &Services, batch: &BatchClaim) -> Self {
+        let mut beat = tokio::time::interval(svc.settings.lease / 4);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.reset();
+        Held {
+            token: batch.token,
+            ids: batch.claims.iter().map(|c| c.document.id).collect(),
+            beat,
+            cancelled: false,
+        }
+    }
+
+    fn holds(&self, id: Uuid) -> bool {
+        self.ids.contains(&id)
+    }
+
+    fn forget(&mut self, id: Uuid) {
+        self.ids.retain(|held| *held != id);
+    }
+
+    /// Renews the lease of everything still held; notes what was lost and whether the job
+    /// was cancelled.
+    async fn renew(&mut self, svc: &Services) -> anyhow::Result<()> {
+        let beat =
+            documents::heartbeat(&svc.pool, self.token, &self.ids, svc.settings.lease).await?;
+        self.ids.retain(|id| beat.held.contains(id));
+        self.cancelled = !beat.job_active;
+        Ok(())
+    }
+}
+
+/// How one claimed document's attempt ended.
+enum Ended {
+    /// To be settled with this outcome.
+    Settle(Outcome),
+    /// Already written (a retry was scheduled in its own transaction).
+    Written,
+    /// The claim was lost (its lease ran out): nothing to write.
+    Lost,
+    /// The job was cancelled: stop the batch; what is held is released.
+    Cancelled,
+}
+
+async fn run_batch(svc: &Services, batch: BatchClaim, held: &mut Held) -> anyhow::Result<()> {
+    // One final transition in flight at a time, so a batch's transitions keep their order;
+    // it is written while the next document transfers, and tells whether the job is still
+    // active, so that a cancellation stops the batch at once.
+    let mut settling: Settling = None;
+    for claim in batch.claims {
+        if held.cancelled {
+            break;
+        }
+        if !held.holds(claim.document.id) {
+            continue;
+        }
+        let ended = attempt(svc, &claim, held, &mut settling).await?;
+        if settling.is_some() && !settled(&mut settling).await? {
+            held.cancelled = true;
+        }
+        settling = None;
+        match ended {
+            Ended::Settle(outcome) => {
+                held.forget(claim.document.id);
+                let svc = svc.clone();
+                settling = Some(tokio::spawn(
+                    async move { settle(&svc, &claim, outcome).await },
+                ));
+            }
+            Ended::Written => held.forget(claim.document.id),
+            Ended::Lost => held.forget(claim.document.id),
+            Ended::Cancelled => break,
+        }
+    }
+    if settling.is_some() {
+        settled(&mut settling).await?;
+    }
+    Ok(())
 }
 
 /// Why one attempt failed.
@@ -121,56 +191,35 @@ impl From<SourceError> for AttemptError {
     }
 }
 
-async fn join(handle: JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
-    handle
-        .await
-        .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?
+/// The final transition in flight; it says whether the job is still active.
+type Settling = Option<JoinHandle<anyhow::Result<bool>>>;
+
+/// Waits for the final transition in flight, if any (forever if there is none).
+async fn settled(settling: &mut Settling) -> anyhow::Result<bool> {
+    match settling.as_mut() {
+        Some(handle) => handle
+            .await
+            .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?,
+        None => std::future::pending().await,
+    }
 }
 
-/// A claim taken ahead, for the next document of the batch.
-type Ahead = JoinHandle<Result<Option<Claim>, DbError>>;
-
-/// Transfers one claimed document; returns the claim and how it ended, for the caller to
-/// settle, or `None` when there is nothing left to settle (released, lost, or a retry already
-/// scheduled) — and the claim of `next` if it was taken ahead. Errors are database errors
+/// Transfers one claimed document, renewing the batch's lease meanwhile and watching the
+/// previous document's final transition, and says how it ended. Errors are database errors
 /// only: everything that can go wrong with the document itself ends in a document status.
 async fn attempt(
     svc: &Services,
-    claim: Claim,
-    next: Option<(Uuid, Uuid)>,
-) -> (anyhow::Result<Option<(Claim, Outcome)>>, Option<Ahead>) {
-    let ahead: Arc<Mutex<Option<Ahead>>> = Arc::default();
-    let claim_next = {
-        let (pool, lease, ahead) = (svc.pool.clone(), svc.settings.lease, ahead.clone());
-        move || {
-            if let Some((job_id, document_id)) = next {
-                let handle = tokio::spawn(async move {
-                    documents::claim(&pool, document_id, job_id, lease).await
-                });
-                *ahead.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-            }
-        }
-    };
-    let ended = transfer_claimed(svc, claim, claim_next).await;
-    let ahead = ahead.lock().unwrap_or_else(|e| e.into_inner()).take();
-    (ended, ahead)
-}
-
-async fn transfer_claimed(
-    svc: &Services,
-    claim: Claim,
-    claim_next: impl FnOnce() + Send,
-) -> anyhow::Result<Option<(Claim, Outcome)>> {
+    claim: &Claim,
+    held: &mut Held,
+    settling: &mut Settling,
+) -> anyhow::Result<Ended> {
     let settings = &svc.settings;
     let document_id = claim.document.id;
     let job_id = claim.document.job_id.unwrap_or_default();
     let started = std::time::Instant::now();
     let result = {
-        let attempt =
-            tokio::time::timeout(settings.download_timeout, transfer(svc, &claim, claim_next));
+        let attempt = tokio::time::timeout(settings.download_timeout, transfer(svc, claim));
         tokio::pin!(attempt);
-        let mut beat = tokio::time::interval(settings.lease / 4);
-        beat.tick().await;
         loop {
             tokio::select! {
                 result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
@@ -178,18 +227,25 @@ async fn transfer_claimed(
                     retryable: true,
                     retry_after: None,
                 })),
-                _ = beat.tick() => match documents::heartbeat(&svc.pool, &claim, settings.lease).await? {
-                    Heartbeat::Renewed => {}
-                    Heartbeat::JobCancelled => {
+                active = settled(settling) => {
+                    *settling = None;
+                    if !active? {
+                        held.cancelled = true;
                         tracing::info!(document = %document_id, "job cancelled; transfer stopped");
-                        settle(svc, &claim, Outcome::Released).await?;
-                        return Ok(None);
+                        return Ok(Ended::Cancelled);
                     }
-                    Heartbeat::Lost => {
+                }
+                _ = held.beat.tick() => {
+                    held.renew(svc).await?;
+                    if held.cancelled {
+                        tracing::info!(document = %document_id, "job cancelled; transfer stopped");
+                        return Ok(Ended::Cancelled);
+                    }
+                    if !held.holds(document_id) {
                         tracing::warn!(document = %document_id, "claim lost; transfer stopped");
-                        return Ok(None);
+                        return Ok(Ended::Lost);
                     }
-                },
+                }
             }
         }
     };
@@ -222,7 +278,7 @@ async fn transfer_claimed(
             )
             .await?;
             tx.commit().await?;
-            return Ok(None);
+            return Ok(Ended::Written);
         }
         Err(err) => {
             let error = if err.retryable {
@@ -234,16 +290,21 @@ async fn transfer_claimed(
             Outcome::Failed { error }
         }
     };
-    Ok(Some((claim, outcome)))
+    Ok(Ended::Settle(outcome))
 }
 
-async fn settle(svc: &Services, claim: &Claim, outcome: Outcome) -> anyhow::Result<()> {
+/// Writes a document's final transition; returns whether its job is still active (false
+/// once it was cancelled).
+async fn settle(svc: &Services, claim: &Claim, outcome: Outcome) -> anyhow::Result<bool> {
     let mut conn = svc.pool.acquire().await?;
     let job = documents::settle(&mut conn, claim.document.id, claim.token, &outcome).await?;
-    if let Some(job) = job.filter(|j| j.completed_at.is_some()) {
+    let Some(job) = job else {
+        return Ok(true);
+    };
+    if job.completed_at.is_some() {
         tracing::info!(job = %job.id, status = %job.status, available = job.available, failed = job.failed, "job finished");
     }
-    Ok(())
+    Ok(job.completed_at.is_none())
 }
 
 /// `backoff × 2^(attempt-1)` with up to 25 % jitter, or what the source asked for if longer.
@@ -256,13 +317,8 @@ pub fn retry_delay(backoff: Duration, attempt: i32, retry_after: Option<Duration
         .min(Duration::from_secs(3600))
 }
 
-/// One attempt: open at the source, stream through the verifier into S3. `body_ended` runs
-/// once the whole body has arrived and passed its checks, before the upload completes.
-async fn transfer(
-    svc: &Services,
-    claim: &Claim,
-    body_ended: impl FnOnce() + Send,
-) -> Result<Outcome, AttemptError> {
+/// One attempt: open at the source, stream through the verifier into S3.
+async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError> {
     let doc = &claim.document;
     let number = ProcessNumber::parse(&claim.process_number).map_err(|e| AttemptError {
         message: format!("stored process number is invalid: {e}"),
@@ -293,13 +349,6 @@ async fn transfer(
         doc.sha256.as_deref(),
         svc.settings.max_document_bytes,
     );
-    let mut body_ended = Some(body_ended);
-    let verified = verified.chain(futures::stream::poll_fn(move |_| {
-        if let Some(ended) = body_ended.take() {
-            ended();
-        }
-        std::task::Poll::Ready(None)
-    }));
     let key = names::storage_key(&number, &doc.source_id, &doc.name);
     let stored = svc
         .storage

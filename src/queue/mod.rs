@@ -66,8 +66,20 @@ impl PgQueue {
 
     /// Takes the next due task of one of `types`, or a stale one, and marks it `in_progress`.
     pub async fn fetch(&self, types: &[String]) -> Result<Option<Task>, AsyncQueueError> {
+        self.finish_and_fetch(None, types).await
+    }
+
+    /// Deletes the finished task `finished` (if any) and takes the next due one of `types`,
+    /// or a stale one, marking it `in_progress` — one statement, so a worker's turn from one
+    /// task to the next costs one round trip and one commit.
+    pub async fn finish_and_fetch(
+        &self,
+        finished: Option<Uuid>,
+        types: &[String],
+    ) -> Result<Option<Task>, AsyncQueueError> {
         let sql = format!(
-            "UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
+            "WITH finished AS (DELETE FROM fang_tasks WHERE id = $3)
+             UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
                     retries = CASE WHEN state = 'in_progress' THEN retries + 1 ELSE retries END
              WHERE id = (
                 SELECT id FROM fang_tasks
@@ -81,6 +93,7 @@ impl PgQueue {
         Ok(sqlx::query_as::<_, Task>(&sql)
             .bind(types)
             .bind(self.settings.stale_after.as_secs_f64())
+            .bind(finished)
             .fetch_optional(&self.pool)
             .await?)
     }

@@ -132,14 +132,21 @@ struct Worker {
 impl Worker {
     async fn run(mut self) {
         tracing::debug!(worker = self.n, "worker started");
+        // A task that ran to completion is deleted by the statement that fetches the next.
+        let mut finished: Option<uuid::Uuid> = None;
         while !*self.shutdown.borrow() {
             // Register for wake-ups before looking, so an enqueue between the two is not missed.
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.queue.fetch(&self.settings.task_types).await {
-                Ok(Some(task)) => self.execute(task).await,
+            match self
+                .queue
+                .finish_and_fetch(finished, &self.settings.task_types)
+                .await
+            {
+                Ok(Some(task)) => finished = self.execute(task).await,
                 Ok(None) => {
+                    finished = None;
                     tokio::select! {
                         _ = notified => {}
                         _ = tokio::time::sleep(self.settings.poll_interval) => {}
@@ -152,24 +159,29 @@ impl Worker {
                 }
             }
         }
+        if let Some(id) = finished {
+            self.record(self.queue.remove_task(&id).await);
+        }
         tracing::debug!(worker = self.n, "worker stopped");
     }
 
-    async fn execute(&self, task: Task) {
+    /// Runs `task` and records its outcome; returns its id when it succeeded, for the next
+    /// fetch to delete.
+    async fn execute(&self, task: Task) -> Option<uuid::Uuid> {
         let runnable: Box<dyn AsyncRunnable> = match serde_json::from_value(task.metadata.clone()) {
             Ok(runnable) => runnable,
             Err(err) => {
                 let reason = format!("cannot decode task: {err}");
                 tracing::error!(task = %task.id, task_type = %task.task_type, %reason);
                 self.record(self.queue.fail_task(&task, &reason).await);
-                return;
+                return None;
             }
         };
         if task.retries > runnable.max_retries() {
             let reason = "abandoned by its workers too many times";
             tracing::error!(task = %task.id, reason);
             self.record(self.queue.fail_task(&task, reason).await);
-            return;
+            return None;
         }
 
         let run = CONTEXT.scope(self.context.clone(), async {
@@ -192,10 +204,7 @@ impl Worker {
         };
 
         let error = match outcome {
-            Ok(Ok(())) => {
-                self.record(self.queue.remove_task(&task.id).await);
-                return;
-            }
+            Ok(Ok(())) => return Some(task.id),
             Ok(Err(err)) => err.description,
             Err(panic) => format!("task panicked: {}", panic_message(&*panic)),
         };
@@ -207,6 +216,7 @@ impl Worker {
             tracing::error!(task = %task.id, %error, "task failed for good");
             self.record(self.queue.fail_task(&task, &error).await);
         }
+        None
     }
 
     fn record<T>(&self, result: Result<T, fang::AsyncQueueError>) {
