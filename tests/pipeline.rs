@@ -208,6 +208,72 @@ async fn a_document_that_always_fails_ends_the_job_with_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_batch_with_every_kind_of_ending_writes_each_documents_own() {
+    // One worker, one batch of six: the final transitions of documents that end close
+    // together are written in one statement, and each must keep its own outcome.
+    let court = Court::start().await;
+    let n = number(116);
+    let data: Vec<Vec<u8>> = (1..=6).map(|i| bytes(700 + 100 * i, i as u8)).collect();
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("d1", "um.pdf", data[0].clone()),
+            Doc::new("d2", "dois.pdf", data[1].clone()),
+            Doc::new("d3", "tres.pdf", data[2].clone()),
+            Doc::new("d4", "quatro.pdf", data[3].clone()),
+            Doc::new("d5", "cinco.pdf", bytes(5000, 5)),
+            Doc::new("d6", "seis.pdf", data[5].clone()),
+        ],
+    );
+    court.fail_always(&n, "d2", Fault::Status(404, None));
+    court.fail(&n, "d3", vec![Fault::Status(503, None)]);
+    let options = Options {
+        workers: 1,
+        batch_size: 6,
+        max_bytes: 2000,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED_WITH_ERRORS", "{job:#}");
+    assert_eq!(
+        job["counts"],
+        json!({"pending": 0, "processing": 0, "available": 4, "failed": 2}),
+        "{job:#}"
+    );
+    for (source_id, index, attempts) in [("d1", 0, 1), ("d3", 2, 2), ("d4", 3, 1), ("d6", 5, 1)] {
+        let d = doc(&job, source_id);
+        assert_eq!(d["status"], "AVAILABLE", "{d:#}");
+        assert_eq!(d["attempts"], attempts, "{d:#}");
+        assert_eq!(d["sha256"], sha_hex(&data[index]).as_str(), "{d:#}");
+        assert!(d["lastError"].is_null(), "{d:#}");
+        let (stored, sha, _) = app
+            .object(d["storageKey"].as_str().expect("a key"))
+            .await
+            .expect("object in S3");
+        assert_eq!(stored, data[index], "{source_id}");
+        assert_eq!(sha.as_deref(), Some(sha_hex(&data[index]).as_str()));
+    }
+    let d2 = doc(&job, "d2");
+    assert_eq!(d2["status"], "FAILED", "{d2:#}");
+    assert_eq!(d2["attempts"], 1, "a 404 is not retried: {d2:#}");
+    assert!(text(&d2["lastError"]).contains("404"), "{d2:#}");
+    let d5 = doc(&job, "d5");
+    assert_eq!(d5["status"], "FAILED", "{d5:#}");
+    assert!(
+        text(&d5["lastError"]).contains("larger than the limit"),
+        "{d5:#}"
+    );
+    for d in [&d2, &d5] {
+        assert!(d["storageKey"].is_null(), "{d:#}");
+    }
+    assert_eq!(app.keys().await.len(), 4);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_whose_documents_all_fail_is_failed_with_an_error() {
     let court = Court::start().await;
     let n = number(103);

@@ -270,10 +270,11 @@ async fn plain_loop(
 ) -> Duration {
     let http = reqwest::Client::new();
     let started = Instant::now();
-    futures::stream::iter(0..shas.len())
+    let busy: Vec<Duration> = futures::stream::iter(0..shas.len())
         .map(|i| {
             let http = http.clone();
             async move {
+                let began = Instant::now();
                 let response = http.get(format!("{court}/files/{i}")).send().await.unwrap();
                 let body = response.bytes().await.unwrap();
                 storage
@@ -289,12 +290,22 @@ async fn plain_loop(
                     .send()
                     .await
                     .expect("plain upload");
+                began.elapsed()
             }
         })
         .buffer_unordered(workers)
-        .collect::<Vec<()>>()
+        .collect()
         .await;
-    started.elapsed()
+    let took = started.elapsed();
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        let total: Duration = busy.iter().sum();
+        eprintln!(
+            "plain loop: {:.1} ms per document (GET + PUT), lanes busy {:.0} %",
+            total.as_secs_f64() * 1000.0 / busy.len().max(1) as f64,
+            100.0 * total.as_secs_f64() / (took.as_secs_f64() * workers as f64)
+        );
+    }
+    took
 }
 
 async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
@@ -505,7 +516,11 @@ pub(crate) fn spawn_autos(
         .env("AWS_ACCESS_KEY_ID", KEY)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AUTOS_SOURCE_URL", court)
-        .env("AUTOS_LOG", "warn")
+        // BENCH_AUTOS_LOG=info shows each document's transfer time (`ms`) in autos' log.
+        .env(
+            "AUTOS_LOG",
+            std::env::var("BENCH_AUTOS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .kill_on_drop(true);
     for (name, value) in extra {
         cmd.env(name, value);

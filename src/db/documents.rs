@@ -303,59 +303,131 @@ pub enum Outcome {
     },
 }
 
-/// Ends a claim with `outcome`: the document's compare-and-set and its job's counts in one
-/// statement; then, if that left the job with no open document, the job's terminal
-/// transition. Returns the job as it is afterwards, or `None` if the claim was no longer
-/// valid (nothing was changed). Run it in a transaction when something must commit with it.
+impl Outcome {
+    /// The status it moves the document to.
+    pub fn status(&self) -> DocumentStatus {
+        match self {
+            Outcome::Stored { .. } => DocumentStatus::Available,
+            Outcome::RetryAt { .. } => DocumentStatus::Pending,
+            Outcome::Failed { .. } => DocumentStatus::Failed,
+        }
+    }
+}
+
+/// Ends a claim with `outcome`: see [`settle_many`]. Run it in a transaction when something
+/// must commit with it.
 pub async fn settle(
     conn: &mut PgConnection,
     document_id: Uuid,
     token: Uuid,
     outcome: &Outcome,
 ) -> Result<Option<JobRow>, DbError> {
-    let to = match outcome {
-        Outcome::Stored { .. } => DocumentStatus::Available,
-        Outcome::Failed { .. } => DocumentStatus::Failed,
-        Outcome::RetryAt { .. } => DocumentStatus::Pending,
-    };
-    DocumentStatus::Processing.check(to)?;
-    let set = match outcome {
-        Outcome::Stored { .. } => {
-            "status = 'AVAILABLE', last_error = NULL, storage_key = $3, stored_sha256 = $4,
-             stored_size = $5, stored_content_type = $6, stored_at = now()"
+    settle_many(conn, token, &[(document_id, outcome.clone())]).await
+}
+
+/// Ends claims of one job held with `token`, each with its outcome: the documents'
+/// compare-and-set and the job's counts in one statement; then, if that left the job with no
+/// open document, the job's terminal transition. Returns the job as it is afterwards, or
+/// `None` if none of the claims was still valid (nothing was changed; a claim no longer
+/// valid is left as it is).
+pub async fn settle_many(
+    conn: &mut PgConnection,
+    token: Uuid,
+    ended: &[(Uuid, Outcome)],
+) -> Result<Option<JobRow>, DbError> {
+    if ended.is_empty() {
+        return Ok(None);
+    }
+    let n = ended.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut keys: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut shas: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut sizes: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut content_types: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut due: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut tasks: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    for (id, outcome) in ended {
+        let to = outcome.status();
+        DocumentStatus::Processing.check(to)?;
+        ids.push(*id);
+        statuses.push(to.as_str());
+        let (mut error, mut stored, mut retry) = (None, None, None);
+        match outcome {
+            Outcome::Stored {
+                key,
+                sha256,
+                size,
+                content_type,
+            } => stored = Some((key.as_str(), sha256.as_str(), *size, content_type.as_str())),
+            Outcome::RetryAt {
+                error: e,
+                at,
+                task_id,
+            } => {
+                error = Some(e.as_str());
+                retry = Some((*at, *task_id));
+            }
+            Outcome::Failed { error: e } => error = Some(e.as_str()),
         }
-        Outcome::RetryAt { .. } => {
-            "status = 'PENDING', last_error = $3, next_attempt_at = $4, task_id = $5"
-        }
-        Outcome::Failed { .. } => "status = 'FAILED', last_error = $3",
-    };
-    let sql = format!(
-        "WITH settled AS (
-            UPDATE documents SET {set}, lease_until = NULL, claim_token = NULL, updated_at = now()
-            WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'
-            RETURNING job_id)
-         {}",
-        jobs::shift_counts_sql(
-            DocumentStatus::Processing,
-            to,
-            "(SELECT job_id FROM settled)"
-        )
-    );
-    let base = sqlx::query_as::<_, JobRow>(&sql)
-        .bind(document_id)
-        .bind(token);
-    let query = match outcome {
-        Outcome::Stored {
-            key,
-            sha256,
-            size,
-            content_type,
-        } => base.bind(key).bind(sha256).bind(size).bind(content_type),
-        Outcome::RetryAt { error, at, task_id } => base.bind(error).bind(at).bind(task_id),
-        Outcome::Failed { error } => base.bind(error),
-    };
-    let Some(job) = query.fetch_optional(&mut *conn).await? else {
-        tracing::warn!(%document_id, "claim no longer valid; the document was not changed");
+        errors.push(error);
+        keys.push(stored.map(|s| s.0));
+        shas.push(stored.map(|s| s.1));
+        sizes.push(stored.map(|s| s.2));
+        content_types.push(stored.map(|s| s.3));
+        due.push(retry.map(|r| r.0));
+        tasks.push(retry.map(|r| r.1));
+    }
+    let job: Option<JobRow> = sqlx::query_as(
+        "WITH ended AS (
+            SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                 $7::bigint[], $8::text[], $9::timestamptz[], $10::uuid[])
+                AS t(id, status, last_error, storage_key, sha256, size, content_type,
+                     next_attempt_at, task_id)),
+         settled AS (
+            UPDATE documents d SET status = e.status, last_error = e.last_error,
+                   storage_key = coalesce(e.storage_key, d.storage_key),
+                   stored_sha256 = coalesce(e.sha256, d.stored_sha256),
+                   stored_size = coalesce(e.size, d.stored_size),
+                   stored_content_type = coalesce(e.content_type, d.stored_content_type),
+                   stored_at = CASE WHEN e.storage_key IS NULL THEN d.stored_at ELSE now() END,
+                   next_attempt_at = CASE WHEN e.status = 'PENDING' THEN e.next_attempt_at
+                                          ELSE d.next_attempt_at END,
+                   task_id = CASE WHEN e.status = 'PENDING' THEN e.task_id ELSE d.task_id END,
+                   lease_until = NULL, claim_token = NULL, updated_at = now()
+            FROM ended e
+            WHERE d.id = e.id AND d.claim_token = $1 AND d.status = 'PROCESSING'
+            RETURNING d.job_id, d.status),
+         shifted AS (
+            SELECT job_id, count(*)::int AS n,
+                   count(*) FILTER (WHERE status = 'PENDING')::int AS to_pending,
+                   count(*) FILTER (WHERE status = 'AVAILABLE')::int AS to_available,
+                   count(*) FILTER (WHERE status = 'FAILED')::int AS to_failed
+            FROM settled GROUP BY job_id)
+         UPDATE download_jobs j SET processing = j.processing - s.n,
+                pending = j.pending + s.to_pending, available = j.available + s.to_available,
+                failed = j.failed + s.to_failed, updated_at = now()
+         FROM shifted s WHERE j.id = s.job_id
+         RETURNING j.*",
+    )
+    .bind(token)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&keys)
+    .bind(&shas)
+    .bind(&sizes)
+    .bind(&content_types)
+    .bind(&due)
+    .bind(&tasks)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(job) = job else {
+        tracing::warn!(
+            ?ids,
+            "claims no longer valid; the documents were not changed"
+        );
         return Ok(None);
     };
     if job.pending == 0 && job.processing == 0 && !job.status()?.is_terminal() {

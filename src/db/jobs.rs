@@ -83,15 +83,6 @@ impl JobRow {
     }
 }
 
-fn column(status: DocumentStatus) -> &'static str {
-    match status {
-        DocumentStatus::Pending => "pending",
-        DocumentStatus::Processing => "processing",
-        DocumentStatus::Available => "available",
-        DocumentStatus::Failed => "failed",
-    }
-}
-
 /// A job by id.
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1")
@@ -230,17 +221,6 @@ pub async fn create(
     .execute(&mut *conn)
     .await?;
     Ok((job, to_transfer))
-}
-
-/// An `UPDATE` moving one document's count from `from` to `to` on the job `job` (an SQL
-/// expression), returning the job row.
-pub fn shift_counts_sql(from: DocumentStatus, to: DocumentStatus, job: &str) -> String {
-    format!(
-        "UPDATE download_jobs SET {from} = {from} - 1, {to} = {to} + 1, updated_at = now()
-         WHERE id = {job} RETURNING *",
-        from = column(from),
-        to = column(to),
-    )
 }
 
 /// Makes an active job terminal if none of its documents is open any more; returns the job.

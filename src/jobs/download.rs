@@ -7,11 +7,12 @@
 //!
 //! The database stays off the transfer path and is visited as little as it can be: the
 //! batch's documents are claimed together (one statement, one token, one lease renewed by
-//! one heartbeat), each document's final transition is written while the next one transfers,
-//! and the task's deletion rides on the worker's next fetch.
+//! one heartbeat); the final transitions of documents that finish within
+//! [`SETTLE_WINDOW`] of each other are written together, in the background while the next
+//! document transfers; and the task's deletion rides on the worker's next fetch.
 
 use super::{Services, DOWNLOAD_TASK};
-use crate::db::documents::{self, BatchClaim, Claim, Outcome};
+use crate::db::documents::{self, Claim, Outcome};
 use crate::domain::{names, ProcessNumber};
 use crate::source::{self, ListedDocument, SourceError};
 use crate::storage::UploadError;
@@ -20,10 +21,16 @@ use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
 use uuid::Uuid;
+
+/// The longest a stored (or failed) document waits for its final transition to be written:
+/// the transitions of a batch's documents that end within this window of each other are
+/// written in one statement, and live progress moves at least this often per worker.
+pub const SETTLE_WINDOW: Duration = Duration::from_millis(100);
 
 /// Transfers `document_ids` of `job_id`, one after the other.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,20 +62,10 @@ impl AsyncRunnable for DownloadBatch {
         if batch.claims.is_empty() {
             return Ok(());
         }
-        let mut held = Held::new(&svc, &batch);
-        let result = run_batch(&svc, batch, &mut held).await;
-        // Whatever is still held was not attempted: the job was cancelled, or an error
-        // ended the batch early. Give it back so that nothing waits for a lease to run out.
-        if !held.ids.is_empty() {
-            let released = documents::release(&svc.pool, held.token, &held.ids).await;
-            if let Err(err) = &released {
-                tracing::warn!(job = %self.job_id, error = %err, "cannot release a batch's documents; their leases will");
-            }
-            if result.is_ok() {
-                released.map_err(|e| failed(e.into()))?;
-            }
-        }
-        result.map_err(failed)
+        let mut run = BatchRun::new(svc, batch.token, &batch.claims);
+        let transferred = run.transfer(batch.claims).await;
+        let ended = run.end().await;
+        transferred.and(ended).map_err(failed)
     }
 
     fn task_type(&self) -> String {
@@ -85,46 +82,6 @@ impl AsyncRunnable for DownloadBatch {
     }
 }
 
-/// The documents of a batch still held, and the heartbeat that keeps them.
-struct Held {
-    token: Uuid,
-    ids: Vec<Uuid>,
-    beat: Interval,
-    cancelled: bool,
-}
-
-impl Held {
-    fn new(svc: &Services, batch: &BatchClaim) -> Self {
-        let mut beat = tokio::time::interval(svc.settings.lease / 4);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        beat.reset();
-        Held {
-            token: batch.token,
-            ids: batch.claims.iter().map(|c| c.document.id).collect(),
-            beat,
-            cancelled: false,
-        }
-    }
-
-    fn holds(&self, id: Uuid) -> bool {
-        self.ids.contains(&id)
-    }
-
-    fn forget(&mut self, id: Uuid) {
-        self.ids.retain(|held| *held != id);
-    }
-
-    /// Renews the lease of everything still held; notes what was lost and whether the job
-    /// was cancelled.
-    async fn renew(&mut self, svc: &Services) -> anyhow::Result<()> {
-        let beat =
-            documents::heartbeat(&svc.pool, self.token, &self.ids, svc.settings.lease).await?;
-        self.ids.retain(|id| beat.held.contains(id));
-        self.cancelled = !beat.job_active;
-        Ok(())
-    }
-}
-
 /// How one claimed document's attempt ended.
 enum Ended {
     /// To be settled with this outcome.
@@ -137,40 +94,202 @@ enum Ended {
     Cancelled,
 }
 
-async fn run_batch(svc: &Services, batch: BatchClaim, held: &mut Held) -> anyhow::Result<()> {
-    // One final transition in flight at a time, so a batch's transitions keep their order;
-    // it is written while the next document transfers, and tells whether the job is still
-    // active, so that a cancellation stops the batch at once.
-    let mut settling: Settling = None;
-    for claim in batch.claims {
-        if held.cancelled {
-            break;
+/// A write of final transitions in flight; it says whether the job is still active.
+type Writing = Option<JoinHandle<anyhow::Result<bool>>>;
+
+/// One run of a batch: the documents it still holds, those that ended but whose final
+/// transition is not written yet, and the heartbeat that keeps the claims.
+struct BatchRun {
+    svc: Arc<Services>,
+    token: Uuid,
+    /// Claimed and not yet ended.
+    held: Vec<Uuid>,
+    /// Ended, waiting to be written.
+    ended: Vec<(Uuid, Outcome)>,
+    /// At most one write in flight, so that a batch's transitions keep their order.
+    writing: Writing,
+    written_at: Instant,
+    beat: Interval,
+    cancelled: bool,
+}
+
+impl BatchRun {
+    fn new(svc: Arc<Services>, token: Uuid, claims: &[Claim]) -> Self {
+        let mut beat = tokio::time::interval(svc.settings.lease / 4);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beat.reset();
+        BatchRun {
+            token,
+            held: claims.iter().map(|c| c.document.id).collect(),
+            ended: Vec::new(),
+            writing: None,
+            written_at: Instant::now(),
+            beat,
+            cancelled: false,
+            svc,
         }
-        if !held.holds(claim.document.id) {
-            continue;
-        }
-        let ended = attempt(svc, &claim, held, &mut settling).await?;
-        if settling.is_some() && !settled(&mut settling).await? {
-            held.cancelled = true;
-        }
-        settling = None;
-        match ended {
-            Ended::Settle(outcome) => {
-                held.forget(claim.document.id);
-                let svc = svc.clone();
-                settling = Some(tokio::spawn(
-                    async move { settle(&svc, &claim, outcome).await },
-                ));
+    }
+
+    fn forget(&mut self, id: Uuid) {
+        self.held.retain(|held| *held != id);
+    }
+
+    /// Transfers the claimed documents one after the other, until the job is cancelled.
+    async fn transfer(&mut self, claims: Vec<Claim>) -> anyhow::Result<()> {
+        for claim in claims {
+            let id = claim.document.id;
+            if self.cancelled {
+                break;
             }
-            Ended::Written => held.forget(claim.document.id),
-            Ended::Lost => held.forget(claim.document.id),
-            Ended::Cancelled => break,
+            if !self.held.contains(&id) {
+                continue;
+            }
+            match self.attempt(&claim).await? {
+                Ended::Settle(outcome) => {
+                    self.forget(id);
+                    self.ended.push((id, outcome));
+                    if self.written_at.elapsed() >= SETTLE_WINDOW {
+                        self.write().await?;
+                    }
+                }
+                Ended::Written | Ended::Lost => self.forget(id),
+                Ended::Cancelled => break,
+            }
         }
+        Ok(())
     }
-    if settling.is_some() {
-        settled(&mut settling).await?;
+
+    /// Starts writing what has ended, after the write in flight (if any) is done.
+    async fn write(&mut self) -> anyhow::Result<()> {
+        if self.writing.is_some() {
+            let active = written(&mut self.writing).await;
+            self.writing = None;
+            self.cancelled |= !active?;
+        }
+        if self.ended.is_empty() {
+            return Ok(());
+        }
+        let ended = std::mem::take(&mut self.ended);
+        let (svc, token) = (self.svc.clone(), self.token);
+        self.writing = Some(tokio::spawn(
+            async move { settle(&svc, token, &ended).await },
+        ));
+        self.written_at = Instant::now();
+        Ok(())
     }
-    Ok(())
+
+    /// Writes what has ended and gives back what is still held: after a cancellation, or
+    /// when an error ended the batch early, so that nothing waits for a lease to run out.
+    async fn end(&mut self) -> anyhow::Result<()> {
+        let mut result = self.write().await;
+        if self.writing.is_some() {
+            let written = written(&mut self.writing).await;
+            self.writing = None;
+            result = result.and(written.map(|_| ()));
+        }
+        if !self.held.is_empty() {
+            let released = documents::release(&self.svc.pool, self.token, &self.held).await;
+            if let Err(err) = &released {
+                tracing::warn!(error = %err, "cannot release a batch's documents; their leases will run out");
+            }
+            result = result.and(released.map(|_| ()).map_err(anyhow::Error::from));
+        }
+        result
+    }
+
+    /// Transfers one claimed document, renewing the batch's lease meanwhile and watching the
+    /// write in flight, and says how it ended. Errors are database errors only: everything
+    /// that can go wrong with the document itself ends in a document status.
+    async fn attempt(&mut self, claim: &Claim) -> anyhow::Result<Ended> {
+        let svc = self.svc.clone();
+        let settings = &svc.settings;
+        let document_id = claim.document.id;
+        let job_id = claim.document.job_id.unwrap_or_default();
+        let started = Instant::now();
+        let result = {
+            let attempt = tokio::time::timeout(settings.download_timeout, transfer(&svc, claim));
+            tokio::pin!(attempt);
+            loop {
+                tokio::select! {
+                    result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
+                        message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
+                        retryable: true,
+                        retry_after: None,
+                    })),
+                    active = written(&mut self.writing) => {
+                        self.writing = None;
+                        self.cancelled |= !active?;
+                    }
+                    _ = self.beat.tick() => {
+                        let beat = documents::heartbeat(&svc.pool, self.token, &self.held, settings.lease).await?;
+                        self.held.retain(|id| beat.held.contains(id));
+                        self.cancelled |= !beat.job_active;
+                        if !self.held.contains(&document_id) {
+                            tracing::warn!(document = %document_id, "claim lost; transfer stopped");
+                            return Ok(Ended::Lost);
+                        }
+                    }
+                }
+                if self.cancelled {
+                    tracing::info!(document = %document_id, "job cancelled; transfer stopped");
+                    return Ok(Ended::Cancelled);
+                }
+            }
+        };
+
+        let attempts = claim.document.attempts;
+        let outcome = match result {
+            Ok(outcome) => {
+                tracing::info!(document = %document_id, job = %job_id, ms = started.elapsed().as_millis() as u64, "document stored");
+                outcome
+            }
+            Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
+                let delay = retry_delay(settings.backoff, attempts, err.retry_after);
+                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                tracing::warn!(document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+                let task = DownloadBatch {
+                    job_id,
+                    document_ids: vec![document_id],
+                };
+                let mut tx = svc.pool.begin().await?;
+                let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
+                documents::settle(
+                    &mut tx,
+                    document_id,
+                    claim.token,
+                    &Outcome::RetryAt {
+                        error: err.message,
+                        at,
+                        task_id,
+                    },
+                )
+                .await?;
+                tx.commit().await?;
+                return Ok(Ended::Written);
+            }
+            Err(err) => {
+                let error = if err.retryable {
+                    format!("{} (after {attempts} attempts)", err.message)
+                } else {
+                    err.message
+                };
+                tracing::warn!(document = %document_id, %error, "document failed");
+                Outcome::Failed { error }
+            }
+        };
+        Ok(Ended::Settle(outcome))
+    }
+}
+
+/// Waits for the write in flight, if any (forever if there is none); says whether the job
+/// is still active.
+async fn written(writing: &mut Writing) -> anyhow::Result<bool> {
+    match writing.as_mut() {
+        Some(handle) => handle
+            .await
+            .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?,
+        None => std::future::pending().await,
+    }
 }
 
 /// Why one attempt failed.
@@ -191,114 +310,11 @@ impl From<SourceError> for AttemptError {
     }
 }
 
-/// The final transition in flight; it says whether the job is still active.
-type Settling = Option<JoinHandle<anyhow::Result<bool>>>;
-
-/// Waits for the final transition in flight, if any (forever if there is none).
-async fn settled(settling: &mut Settling) -> anyhow::Result<bool> {
-    match settling.as_mut() {
-        Some(handle) => handle
-            .await
-            .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?,
-        None => std::future::pending().await,
-    }
-}
-
-/// Transfers one claimed document, renewing the batch's lease meanwhile and watching the
-/// previous document's final transition, and says how it ended. Errors are database errors
-/// only: everything that can go wrong with the document itself ends in a document status.
-async fn attempt(
-    svc: &Services,
-    claim: &Claim,
-    held: &mut Held,
-    settling: &mut Settling,
-) -> anyhow::Result<Ended> {
-    let settings = &svc.settings;
-    let document_id = claim.document.id;
-    let job_id = claim.document.job_id.unwrap_or_default();
-    let started = std::time::Instant::now();
-    let result = {
-        let attempt = tokio::time::timeout(settings.download_timeout, transfer(svc, claim));
-        tokio::pin!(attempt);
-        loop {
-            tokio::select! {
-                result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
-                    message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
-                    retryable: true,
-                    retry_after: None,
-                })),
-                active = settled(settling) => {
-                    *settling = None;
-                    if !active? {
-                        held.cancelled = true;
-                        tracing::info!(document = %document_id, "job cancelled; transfer stopped");
-                        return Ok(Ended::Cancelled);
-                    }
-                }
-                _ = held.beat.tick() => {
-                    held.renew(svc).await?;
-                    if held.cancelled {
-                        tracing::info!(document = %document_id, "job cancelled; transfer stopped");
-                        return Ok(Ended::Cancelled);
-                    }
-                    if !held.holds(document_id) {
-                        tracing::warn!(document = %document_id, "claim lost; transfer stopped");
-                        return Ok(Ended::Lost);
-                    }
-                }
-            }
-        }
-    };
-
-    let attempts = claim.document.attempts;
-    let outcome = match result {
-        Ok(outcome) => {
-            tracing::info!(document = %document_id, job = %job_id, ms = started.elapsed().as_millis() as u64, "document stored");
-            outcome
-        }
-        Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
-            let delay = retry_delay(settings.backoff, attempts, err.retry_after);
-            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            tracing::warn!(document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-            let task = DownloadBatch {
-                job_id,
-                document_ids: vec![document_id],
-            };
-            let mut tx = svc.pool.begin().await?;
-            let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
-            documents::settle(
-                &mut tx,
-                document_id,
-                claim.token,
-                &Outcome::RetryAt {
-                    error: err.message,
-                    at,
-                    task_id,
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Ended::Written);
-        }
-        Err(err) => {
-            let error = if err.retryable {
-                format!("{} (after {attempts} attempts)", err.message)
-            } else {
-                err.message
-            };
-            tracing::warn!(document = %document_id, %error, "document failed");
-            Outcome::Failed { error }
-        }
-    };
-    Ok(Ended::Settle(outcome))
-}
-
-/// Writes a document's final transition; returns whether its job is still active (false
-/// once it was cancelled).
-async fn settle(svc: &Services, claim: &Claim, outcome: Outcome) -> anyhow::Result<bool> {
+/// Writes the final transitions of documents held with `token`; returns whether their job
+/// is still active (false once it was cancelled).
+async fn settle(svc: &Services, token: Uuid, ended: &[(Uuid, Outcome)]) -> anyhow::Result<bool> {
     let mut conn = svc.pool.acquire().await?;
-    let job = documents::settle(&mut conn, claim.document.id, claim.token, &outcome).await?;
-    let Some(job) = job else {
+    let Some(job) = documents::settle_many(&mut conn, token, ended).await? else {
         return Ok(true);
     };
     if job.completed_at.is_some() {
