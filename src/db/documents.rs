@@ -436,12 +436,14 @@ pub async fn settle_many(
     Ok(Some(job))
 }
 
-/// Documents whose worker stopped renewing its lease: `(id, claim token)`.
+/// Documents of active jobs whose worker stopped renewing its lease: `(id, claim token)`.
+/// (A document held when its job ended is recovered once a new job of its case takes it.)
 pub async fn expired_claims(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, claim_token FROM documents
-         WHERE status = 'PROCESSING' AND lease_until < now() AND claim_token IS NOT NULL
-         ORDER BY lease_until LIMIT $1",
+        "SELECT d.id, d.claim_token FROM download_jobs j JOIN documents d ON d.job_id = j.id
+         WHERE j.status IN ('QUEUED', 'RUNNING') AND d.status = 'PROCESSING'
+           AND d.lease_until < now() AND d.claim_token IS NOT NULL
+         ORDER BY d.lease_until LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
