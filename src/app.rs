@@ -209,6 +209,7 @@ impl Application {
         let secret = webhook_secret(&config, &pool).await?;
         let services = Services {
             starting: jobs::Starting::default(),
+            writes: tokio_util::task::TaskTracker::new(),
             public_url: String::new(),
             webhooks: jobs::webhook::WebhookSettings {
                 secret,
@@ -336,6 +337,17 @@ impl Application {
         }
         if let Some(workers) = self.workers {
             workers.shutdown().await;
+        }
+        // The last final transitions of the batches that ran (abandoned ones are left to
+        // their leases).
+        self.services.writes.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.services.writes.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "final transitions still being written after 10 s; their leases will recover them"
+            );
         }
         if let Some(sweeper) = self.sweeper {
             let _ = sweeper.await;

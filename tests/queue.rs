@@ -724,6 +724,132 @@ async fn tasks_that_fail_or_panic_are_kept_with_their_error_and_successes_delete
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hand-over: a worker's next task starts while its last piece of work finishes, never two
+// pieces of work at once
+// ---------------------------------------------------------------------------------------------
+
+/// What the relay tasks of one kind saw.
+#[derive(Default, Debug)]
+struct RelayLog {
+    running: u32,
+    most_running: u32,
+    in_lane: u32,
+    most_in_lane: u32,
+    done: Vec<u32>,
+}
+
+fn relay_logs() -> &'static std::sync::Mutex<HashMap<String, RelayLog>> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<HashMap<String, RelayLog>>> =
+        std::sync::OnceLock::new();
+    LOGS.get_or_init(Default::default)
+}
+
+fn relay_log<T>(kind: &str, f: impl FnOnce(&mut RelayLog) -> T) -> T {
+    let mut logs = relay_logs().lock().unwrap();
+    f(logs.entry(kind.to_string()).or_default())
+}
+
+/// A task with a set-up (outside the lane) and a piece of work (in the lane), which hands
+/// the worker over when its work starts, if told to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Relay {
+    kind: String,
+    n: u32,
+    hands_over: bool,
+}
+
+#[typetag::serde]
+#[async_trait]
+impl AsyncRunnable for Relay {
+    async fn run(&self, _queue: &dyn AsyncQueueable) -> Result<(), FangError> {
+        relay_log(&self.kind, |log| {
+            log.running += 1;
+            log.most_running = log.most_running.max(log.running);
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let lane = autos::queue::worker::lane().await.expect("run by a worker");
+        relay_log(&self.kind, |log| {
+            log.in_lane += 1;
+            log.most_in_lane = log.most_in_lane.max(log.in_lane);
+        });
+        if self.hands_over {
+            autos::queue::worker::hand_over();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        relay_log(&self.kind, |log| log.in_lane -= 1);
+        drop(lane);
+        relay_log(&self.kind, |log| {
+            log.running -= 1;
+            log.done.push(self.n);
+        });
+        Ok(())
+    }
+    fn task_type(&self) -> String {
+        self.kind.clone()
+    }
+}
+
+async fn run_relays(kind: &str, hands_over: bool) -> RelayLog {
+    let (_db, pool) = queue_db(8).await;
+    for n in 0..5 {
+        let task = Relay {
+            kind: kind.into(),
+            n,
+            hands_over,
+        };
+        queue::enqueue(&pool, &task, None).await.unwrap();
+    }
+    let workers = WorkerPool::start(
+        PgQueue::new(pool.clone(), QueueSettings::default()),
+        WorkerSettings {
+            workers: 1,
+            task_types: vec![kind.to_string()],
+            poll_interval: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        },
+        Arc::new(()),
+    )
+    .await
+    .unwrap();
+    eventually("every relay ran", WAIT, || async {
+        relay_log(kind, |log| log.done.len()) == 5
+    })
+    .await;
+    workers.shutdown().await;
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM fang_tasks").await,
+        0,
+        "finished tasks are deleted, the last one at shutdown"
+    );
+    relay_logs().lock().unwrap().remove(kind).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_hands_over_lets_the_next_one_set_up_while_it_works() {
+    let log = run_relays("relay-hand-over", true).await;
+    let mut done = log.done.clone();
+    done.sort();
+    assert_eq!(done, vec![0, 1, 2, 3, 4], "each task ran once: {log:?}");
+    assert_eq!(
+        log.most_running, 2,
+        "the next task started during its predecessor's work, and no third: {log:?}"
+    );
+    assert_eq!(
+        log.most_in_lane, 1,
+        "never two pieces of work at once: {log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_does_not_hand_over_runs_alone() {
+    let log = run_relays("relay-alone", false).await;
+    assert_eq!(log.done.len(), 5, "{log:?}");
+    assert_eq!(log.most_running, 1, "{log:?}");
+    assert_eq!(log.most_in_lane, 1, "{log:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // (e) uniq holds under concurrent enqueues
 // ---------------------------------------------------------------------------------------------
 

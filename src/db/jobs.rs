@@ -129,20 +129,32 @@ pub async fn latest_for_process(
     .await
 }
 
-/// Creates a job covering every listed document of the process.
+/// What a new job of a process will cover: its listed documents in order, their counts,
+/// and those to transfer.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    /// The process.
+    pub process_id: Uuid,
+    /// Every listed document, in source order.
+    pub documents: Vec<Uuid>,
+    /// Those to transfer (they become PENDING), in order.
+    pub to_transfer: Vec<Uuid>,
+    /// The job's counts as it starts.
+    pub counts: JobCounts,
+}
+
+/// Plans a job covering every listed document of the process, locking them until the
+/// caller's transaction ends.
 ///
 /// Documents already stored with the same content are counted AVAILABLE and not sent again
 /// (without an announced SHA-256, only a forced job re-transfers them); a document still being
 /// transferred for an earlier, cancelled job is taken over as it is; every other document
-/// becomes PENDING with a fresh attempt budget. Returns the job and the PENDING documents, in
-/// order, for the caller to enqueue in the same transaction. A job with nothing to transfer
-/// completes at once.
-pub async fn create(
+/// is to be transferred, with a fresh attempt budget.
+pub async fn plan(
     conn: &mut PgConnection,
     process_id: Uuid,
     forced: bool,
-    webhook_url: Option<&str>,
-) -> Result<(JobRow, Vec<Uuid>), DbError> {
+) -> Result<JobPlan, DbError> {
     let documents: Vec<(Uuid, String, bool)> = sqlx::query_as(
         "SELECT id, status,
                 status = 'AVAILABLE' AND stored_sha256 IS NOT NULL AND
@@ -170,7 +182,29 @@ pub async fn create(
             None => return Err(DbError::Corrupt(format!("document status {status}"))),
         }
     }
+    Ok(JobPlan {
+        process_id,
+        documents: documents.into_iter().map(|d| d.0).collect(),
+        to_transfer,
+        counts,
+    })
+}
 
+/// Creates the job `plan` describes, with the id `job_id`: the job row, its document list,
+/// and, in one pass over the documents, their move to the job — those to transfer becoming
+/// PENDING, due at `due`, with the queue task that will transfer each (`tasks`, one per
+/// document of `plan.to_transfer`, enqueued by the caller in the same transaction). A job
+/// with nothing to transfer completes at once.
+pub async fn create(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    plan: &JobPlan,
+    forced: bool,
+    webhook_url: Option<&str>,
+    tasks: &[Uuid],
+    due: DateTime<Utc>,
+) -> Result<JobRow, DbError> {
+    let counts = plan.counts;
     let settled = counts.pending == 0 && counts.processing == 0;
     let status = if settled {
         JobStatus::settled(counts.available.into(), 0)
@@ -178,49 +212,53 @@ pub async fn create(
         JobStatus::Queued
     };
     let job: JobRow = sqlx::query_as(
-        "INSERT INTO download_jobs (process_id, status, forced, total, pending, processing,
-                                    available, webhook_url, completed_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $9 THEN now() END)
-         RETURNING *",
+        "WITH job AS (
+            INSERT INTO download_jobs (id, process_id, status, forced, total, pending,
+                                       processing, available, webhook_url, completed_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10 THEN now() END)
+            RETURNING *),
+         listed AS (
+            INSERT INTO job_documents (job_id, document_id, position)
+            SELECT $1, id, ord::int - 1 FROM UNNEST($11::uuid[]) WITH ORDINALITY AS t(id, ord))
+         SELECT * FROM job",
     )
-    .bind(process_id)
+    .bind(job_id)
+    .bind(plan.process_id)
     .bind(status.as_str())
     .bind(forced)
-    .bind(documents.len() as i32)
+    .bind(plan.documents.len() as i32)
     .bind(counts.pending)
     .bind(counts.processing)
     .bind(counts.available)
     .bind(webhook_url)
     .bind(settled)
+    .bind(&plan.documents)
     .fetch_one(&mut *conn)
     .await?;
 
-    let all: Vec<Uuid> = documents.iter().map(|d| d.0).collect();
-    sqlx::query(
-        "INSERT INTO job_documents (job_id, document_id, position)
-         SELECT $1, id, ord::int - 1 FROM UNNEST($2::uuid[]) WITH ORDINALITY AS t(id, ord)",
-    )
-    .bind(job.id)
-    .bind(&all)
-    .execute(&mut *conn)
-    .await?;
-    // One pass over the rows: every document joins the job, those to transfer start afresh.
+    // One pass over the rows: every document joins the job, those to transfer start afresh
+    // with the task that will transfer them.
     sqlx::query(
         "UPDATE documents d SET job_id = $1, updated_at = now(),
-                status = CASE WHEN t.fresh THEN 'PENDING' ELSE d.status END,
-                attempts = CASE WHEN t.fresh THEN 0 ELSE d.attempts END,
-                last_error = CASE WHEN t.fresh THEN NULL ELSE d.last_error END,
-                next_attempt_at = CASE WHEN t.fresh THEN now() ELSE d.next_attempt_at END,
-                task_id = CASE WHEN t.fresh THEN NULL ELSE d.task_id END
-         FROM (SELECT id, id = ANY($3) AS fresh FROM UNNEST($2::uuid[]) AS u(id)) AS t
+                status = CASE WHEN t.task_id IS NOT NULL THEN 'PENDING' ELSE d.status END,
+                attempts = CASE WHEN t.task_id IS NOT NULL THEN 0 ELSE d.attempts END,
+                last_error = CASE WHEN t.task_id IS NOT NULL THEN NULL ELSE d.last_error END,
+                next_attempt_at = CASE WHEN t.task_id IS NOT NULL THEN $4
+                                       ELSE d.next_attempt_at END,
+                task_id = CASE WHEN t.task_id IS NOT NULL THEN t.task_id ELSE d.task_id END
+         FROM (SELECT u.id, f.task_id
+               FROM UNNEST($2::uuid[]) AS u(id)
+               LEFT JOIN UNNEST($3::uuid[], $5::uuid[]) AS f(id, task_id) ON f.id = u.id) AS t
          WHERE d.id = t.id",
     )
-    .bind(job.id)
-    .bind(&all)
-    .bind(&to_transfer)
+    .bind(job_id)
+    .bind(&plan.documents)
+    .bind(&plan.to_transfer)
+    .bind(due)
+    .bind(tasks)
     .execute(&mut *conn)
     .await?;
-    Ok((job, to_transfer))
+    Ok(job)
 }
 
 /// Makes an active job terminal if none of its documents is open any more; returns the job.

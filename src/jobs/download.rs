@@ -14,6 +14,7 @@
 use super::{Services, DOWNLOAD_TASK};
 use crate::db::documents::{self, Claim, Outcome};
 use crate::domain::{names, ProcessNumber};
+use crate::queue::worker;
 use crate::source::{self, ListedDocument, SourceError};
 use crate::storage::UploadError;
 use async_trait::async_trait;
@@ -136,7 +137,8 @@ impl BatchRun {
 
     /// Transfers the claimed documents one after the other, until the job is cancelled.
     async fn transfer(&mut self, claims: Vec<Claim>) -> anyhow::Result<()> {
-        for claim in claims {
+        let ids: Vec<Uuid> = claims.iter().map(|c| c.document.id).collect();
+        for (i, claim) in claims.into_iter().enumerate() {
             let id = claim.document.id;
             if self.cancelled {
                 break;
@@ -144,7 +146,8 @@ impl BatchRun {
             if !self.held.contains(&id) {
                 continue;
             }
-            match self.attempt(&claim).await? {
+            let last = !ids[i + 1..].iter().any(|later| self.held.contains(later));
+            match self.attempt(&claim, last).await? {
                 Ended::Settle(outcome) => {
                     self.forget(id);
                     self.ended.push((id, outcome));
@@ -180,12 +183,18 @@ impl BatchRun {
 
     /// Writes what has ended and gives back what is still held: after a cancellation, or
     /// when an error ended the batch early, so that nothing waits for a lease to run out.
+    /// The last write is left running (shutdown waits for it): the worker goes on to its next
+    /// task meanwhile, and should the process die first, the documents' lease recovers them.
     async fn end(&mut self) -> anyhow::Result<()> {
         let mut result = self.write().await;
-        if self.writing.is_some() {
-            let written = written(&mut self.writing).await;
-            self.writing = None;
-            result = result.and(written.map(|_| ()));
+        if let Some(handle) = self.writing.take() {
+            self.svc.writes.spawn(async move {
+                match handle.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::error!(error = %format!("{err:#}"), "cannot write a batch's final transitions; their leases will recover the documents"),
+                    Err(err) => tracing::error!(error = %err, "writing a batch's final transitions failed"),
+                }
+            });
         }
         if !self.held.is_empty() {
             let released = documents::release(&self.svc.pool, self.token, &self.held).await;
@@ -200,22 +209,38 @@ impl BatchRun {
     /// Transfers one claimed document, renewing the batch's lease meanwhile and watching the
     /// write in flight, and says how it ended. Errors are database errors only: everything
     /// that can go wrong with the document itself ends in a document status.
-    async fn attempt(&mut self, claim: &Claim) -> anyhow::Result<Ended> {
+    async fn attempt(&mut self, claim: &Claim, last: bool) -> anyhow::Result<Ended> {
         let svc = self.svc.clone();
         let settings = &svc.settings;
         let document_id = claim.document.id;
         let job_id = claim.document.job_id.unwrap_or_default();
-        let started = Instant::now();
+        let started;
         let result = {
-            let attempt = tokio::time::timeout(settings.download_timeout, transfer(&svc, claim));
+            let attempt = async {
+                // A transfer is what the worker count limits: it holds the worker's lane.
+                // On the batch's last document the worker may start its next task, whose
+                // claim is then made while this transfer runs.
+                let lane = worker::lane().await;
+                if last {
+                    worker::hand_over();
+                }
+                let began = Instant::now();
+                let result =
+                    tokio::time::timeout(settings.download_timeout, transfer(&svc, claim)).await;
+                drop(lane);
+                (result, began)
+            };
             tokio::pin!(attempt);
             loop {
                 tokio::select! {
-                    result = &mut attempt => break result.unwrap_or_else(|_| Err(AttemptError {
-                        message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
-                        retryable: true,
-                        retry_after: None,
-                    })),
+                    (result, began) = &mut attempt => {
+                        started = began;
+                        break result.unwrap_or_else(|_| Err(AttemptError {
+                            message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
+                            retryable: true,
+                            retry_after: None,
+                        }));
+                    }
                     active = written(&mut self.writing) => {
                         self.writing = None;
                         self.cancelled |= !active?;

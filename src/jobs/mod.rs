@@ -64,6 +64,9 @@ pub struct Services {
     /// racing for a case nobody has started share one source lookup (across processes, the
     /// case's row lock and unique index still decide).
     pub starting: Starting,
+    /// Writes a batch left running when it returned (its last documents' final
+    /// transitions); shutdown waits for them.
+    pub writes: tokio_util::task::TaskTracker,
 }
 
 /// Per-number locks for [`start_download`]; entries go away with their last holder.
@@ -289,18 +292,25 @@ pub async fn start_download(
         tx.commit().await?;
         return Ok((job, false));
     }
-    let (job, pending) =
-        db::jobs::create(&mut tx, process.id, request.force, webhook_url.as_deref()).await?;
-    enqueue_batches(
+    // The job's id is chosen here, so that its batch tasks can be enqueued first and every
+    // document joins the job with its task in one pass.
+    let plan = db::jobs::plan(&mut tx, process.id, request.force).await?;
+    let job_id = Uuid::new_v4();
+    let due = Utc::now();
+    let batches = Batches::of(job_id, &plan.to_transfer, svc.settings.batch_size);
+    batches.enqueue(&mut tx, due).await?;
+    let job = db::jobs::create(
         &mut tx,
-        job.id,
-        &pending,
-        svc.settings.batch_size,
-        Utc::now(),
+        job_id,
+        &plan,
+        request.force,
+        webhook_url.as_deref(),
+        &batches.task_of_document,
+        due,
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer = pending.len(), status = %job.status, "download job created");
+    tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer = plan.to_transfer.len(), status = %job.status, "download job created");
     Ok((job, true))
 }
 
@@ -320,8 +330,55 @@ async fn reusable(
     })
 }
 
-/// Splits documents into batch tasks, enqueued in the caller's transaction, and records which
-/// task will transfer each document.
+/// A job's documents split into batch tasks of `batch_size`, with the ids the tasks will have.
+pub struct Batches {
+    tasks: Vec<DownloadBatch>,
+    task_ids: Vec<Uuid>,
+    /// The task of each document, in the order the documents were given.
+    pub task_of_document: Vec<Uuid>,
+}
+
+impl Batches {
+    /// Splits `document_ids` of `job_id` into batches.
+    pub fn of(job_id: Uuid, document_ids: &[Uuid], batch_size: usize) -> Batches {
+        let tasks: Vec<DownloadBatch> = document_ids
+            .chunks(batch_size.max(1))
+            .map(|batch| DownloadBatch {
+                job_id,
+                document_ids: batch.to_vec(),
+            })
+            .collect();
+        let task_ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::new_v4()).collect();
+        let task_of_document = tasks
+            .iter()
+            .zip(&task_ids)
+            .flat_map(|(task, id)| task.document_ids.iter().map(move |_| *id))
+            .collect();
+        Batches {
+            tasks,
+            task_ids,
+            task_of_document,
+        }
+    }
+
+    /// Enqueues the tasks, due at `due`, in the caller's transaction.
+    pub async fn enqueue(
+        &self,
+        conn: &mut PgConnection,
+        due: DateTime<Utc>,
+    ) -> Result<(), JobError> {
+        let runnables: Vec<&dyn fang::AsyncRunnable> = self
+            .tasks
+            .iter()
+            .map(|t| t as &dyn fang::AsyncRunnable)
+            .collect();
+        crate::queue::enqueue_many(&mut *conn, &runnables, &self.task_ids, Some(due)).await?;
+        Ok(())
+    }
+}
+
+/// Splits documents of a job into batch tasks, enqueued in the caller's transaction, and
+/// records which task will transfer each document.
 pub async fn enqueue_batches(
     conn: &mut PgConnection,
     job_id: Uuid,
@@ -329,24 +386,9 @@ pub async fn enqueue_batches(
     batch_size: usize,
     due: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let tasks: Vec<DownloadBatch> = document_ids
-        .chunks(batch_size.max(1))
-        .map(|batch| DownloadBatch {
-            job_id,
-            document_ids: batch.to_vec(),
-        })
-        .collect();
-    let runnables: Vec<&dyn fang::AsyncRunnable> = tasks
-        .iter()
-        .map(|t| t as &dyn fang::AsyncRunnable)
-        .collect();
-    let task_ids = crate::queue::enqueue_many(&mut *conn, &runnables, Some(due)).await?;
-    let assigned: Vec<Uuid> = tasks
-        .iter()
-        .zip(&task_ids)
-        .flat_map(|(task, id)| task.document_ids.iter().map(move |_| *id))
-        .collect();
-    db::documents::assign_tasks(conn, document_ids, &assigned, due).await?;
+    let batches = Batches::of(job_id, document_ids, batch_size);
+    batches.enqueue(conn, due).await?;
+    db::documents::assign_tasks(conn, document_ids, &batches.task_of_document, due).await?;
     Ok(())
 }
 

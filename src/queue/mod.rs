@@ -66,19 +66,19 @@ impl PgQueue {
 
     /// Takes the next due task of one of `types`, or a stale one, and marks it `in_progress`.
     pub async fn fetch(&self, types: &[String]) -> Result<Option<Task>, AsyncQueueError> {
-        self.finish_and_fetch(None, types).await
+        self.finish_and_fetch(&[], types).await
     }
 
-    /// Deletes the finished task `finished` (if any) and takes the next due one of `types`,
-    /// or a stale one, marking it `in_progress` — one statement, so a worker's turn from one
-    /// task to the next costs one round trip and one commit.
+    /// Deletes the finished tasks `finished` and takes the next due one of `types`, or a
+    /// stale one, marking it `in_progress` — one statement, so a worker's turn from one task
+    /// to the next costs one round trip and one commit.
     pub async fn finish_and_fetch(
         &self,
-        finished: Option<Uuid>,
+        finished: &[Uuid],
         types: &[String],
     ) -> Result<Option<Task>, AsyncQueueError> {
         let sql = format!(
-            "WITH finished AS (DELETE FROM fang_tasks WHERE id = $3)
+            "WITH finished AS (DELETE FROM fang_tasks WHERE id = ANY($3))
              UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
                     retries = CASE WHEN state = 'in_progress' THEN retries + 1 ELSE retries END
              WHERE id = (
@@ -96,6 +96,15 @@ impl PgQueue {
             .bind(finished)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// Deletes finished tasks.
+    pub async fn remove_tasks(&self, ids: &[Uuid]) -> Result<u64, AsyncQueueError> {
+        let done = sqlx::query("DELETE FROM fang_tasks WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Marks a running task as alive.
@@ -166,17 +175,24 @@ pub async fn enqueue(
     Ok(id)
 }
 
-/// Inserts many (non-`uniq`) tasks in one statement, all due at `scheduled_at`; returns their
-/// ids in order. Like [`enqueue`], on any executor.
+/// Inserts many (non-`uniq`) tasks in one statement, all due at `scheduled_at`, with the ids
+/// `ids` (one per task, chosen by the caller so that rows written before the tasks can name
+/// them). Like [`enqueue`], on any executor.
 pub async fn enqueue_many(
     db: impl PgExecutor<'_>,
     tasks: &[&dyn AsyncRunnable],
+    ids: &[Uuid],
     scheduled_at: Option<DateTime<Utc>>,
-) -> Result<Vec<Uuid>, AsyncQueueError> {
+) -> Result<(), AsyncQueueError> {
     if tasks.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::new_v4()).collect();
+    if ids.len() != tasks.len() {
+        let mismatch = format!("{} tasks but {} ids", tasks.len(), ids.len());
+        return Err(AsyncQueueError::SerdeError(
+            <serde_json::Error as serde::de::Error>::custom(mismatch),
+        ));
+    }
     let mut metadata = Vec::with_capacity(tasks.len());
     let mut types = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -194,14 +210,14 @@ pub async fn enqueue_many(
             RETURNING task_type)
          SELECT pg_notify($5, task_type) FROM (SELECT DISTINCT task_type FROM inserted) AS t",
     )
-    .bind(&ids)
+    .bind(ids)
     .bind(&metadata)
     .bind(&types)
     .bind(scheduled_at)
     .bind(WAKE_CHANNEL)
     .execute(db)
     .await?;
-    Ok(ids)
+    Ok(())
 }
 
 #[async_trait]

@@ -1,6 +1,10 @@
 //! Workers that run fang tasks from [`PgQueue`].
 //!
-//! Each worker takes one task at a time. While a task runs, its row is touched every
+//! Each worker runs one task at a time, with one overlap: a task may [`hand_over`] the worker
+//! when it starts its last piece of work, and the worker then fetches and starts its next
+//! task, whose set-up (database round trips) runs while the first one finishes. What the
+//! worker count limits — a transfer — is done holding the worker's [`lane`], so the two never
+//! transfer at once. While a task runs, its row is touched every
 //! [`WorkerSettings::heartbeat`], so other processes can tell a live task from an abandoned
 //! one. Panics and errors are caught and recorded on the row; an undecodable row is failed
 //! with its reason; nothing ends a worker but shutdown. Idle workers wait for a `NOTIFY`
@@ -8,17 +12,40 @@
 
 use super::{PgQueue, WAKE_CHANNEL};
 use fang::{AsyncQueueable, AsyncRunnable, Task};
-use futures::FutureExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use sqlx::postgres::PgListener;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 tokio::task_local! {
     static CONTEXT: Arc<dyn Any + Send + Sync>;
+    static TURN: Arc<Turn>;
+}
+
+/// What a running task shares with its worker.
+struct Turn {
+    /// The worker's lane: one permit, shared by the worker's tasks.
+    lane: Arc<Semaphore>,
+    /// Notified once the task has handed the worker over.
+    handed_over: Notify,
+}
+
+/// Waits for the lane of the worker running the current task (`None` outside a worker, or
+/// once the worker is gone). Hold it while doing what the worker count limits.
+pub async fn lane() -> Option<OwnedSemaphorePermit> {
+    let lane = TURN.try_with(|turn| turn.lane.clone()).ok()?;
+    lane.acquire_owned().await.ok()
+}
+
+/// Lets the worker running the current task fetch and start its next task now, while this
+/// one finishes its last piece of work (which it should do holding the [`lane`]).
+pub fn hand_over() {
+    let _ = TURN.try_with(|turn| turn.handed_over.notify_one());
 }
 
 /// The context the worker running the current task was given, if it is a `T`.
@@ -130,44 +157,87 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self) {
+    async fn run(self) {
         tracing::debug!(worker = self.n, "worker started");
-        // A task that ran to completion is deleted by the statement that fetches the next.
-        let mut finished: Option<uuid::Uuid> = None;
-        while !*self.shutdown.borrow() {
+        let lane = Arc::new(Semaphore::new(1));
+        let mut stop = self.shutdown.clone();
+        // At most two tasks: the newest, and one that handed over and is finishing.
+        let mut running = FuturesUnordered::new();
+        // The newest task's turn, until it hands over or ends.
+        let mut newest: Option<Arc<Turn>> = None;
+        // Tasks that ran to completion, deleted by the statement that fetches the next.
+        let mut finished: Vec<uuid::Uuid> = Vec::new();
+        loop {
+            let stopping = *stop.borrow();
+            if stopping && running.is_empty() {
+                break;
+            }
             // Register for wake-ups before looking, so an enqueue between the two is not missed.
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self
-                .queue
-                .finish_and_fetch(finished, &self.settings.task_types)
-                .await
-            {
-                Ok(Some(task)) => finished = self.execute(task).await,
-                Ok(None) => {
-                    finished = None;
-                    tokio::select! {
-                        _ = notified => {}
-                        _ = tokio::time::sleep(self.settings.poll_interval) => {}
-                        _ = self.shutdown.changed() => {}
+            let may_fetch = !stopping && newest.is_none();
+            if may_fetch {
+                match self
+                    .queue
+                    .finish_and_fetch(&finished, &self.settings.task_types)
+                    .await
+                {
+                    Ok(Some(task)) => {
+                        finished.clear();
+                        let turn = Arc::new(Turn {
+                            lane: lane.clone(),
+                            handed_over: Notify::new(),
+                        });
+                        newest = Some(turn.clone());
+                        running.push(self.execute(task, turn));
+                        continue;
+                    }
+                    Ok(None) => finished.clear(),
+                    Err(err) => {
+                        tracing::error!(worker = self.n, error = %err, "cannot fetch a task");
+                        tokio::select! {
+                            _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
                     }
                 }
-                Err(err) => {
-                    tracing::error!(worker = self.n, error = %err, "cannot fetch a task");
-                    tokio::time::sleep(self.settings.poll_interval).await;
+            }
+            let handed_over = async {
+                match &newest {
+                    Some(turn) => turn.handed_over.notified().await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                Some((id, turn)) = running.next() => {
+                    finished.extend(id);
+                    if newest.as_ref().is_some_and(|n| Arc::ptr_eq(n, &turn)) {
+                        newest = None;
+                    }
+                }
+                _ = handed_over => newest = None,
+                // Idle (or the running task handed over and nothing was due): new work.
+                _ = notified, if may_fetch => {}
+                _ = tokio::time::sleep(self.settings.poll_interval), if may_fetch => {}
+                _ = stop.changed() => {}
             }
         }
-        if let Some(id) = finished {
-            self.record(self.queue.remove_task(&id).await);
+        if !finished.is_empty() {
+            self.record(self.queue.remove_tasks(&finished).await);
         }
         tracing::debug!(worker = self.n, "worker stopped");
     }
 
     /// Runs `task` and records its outcome; returns its id when it succeeded, for the next
-    /// fetch to delete.
-    async fn execute(&self, task: Task) -> Option<uuid::Uuid> {
+    /// fetch to delete, and its turn.
+    async fn execute(&self, task: Task, turn: Arc<Turn>) -> (Option<uuid::Uuid>, Arc<Turn>) {
+        let id = self.run_task(task, turn.clone()).await;
+        (id, turn)
+    }
+
+    async fn run_task(&self, task: Task, turn: Arc<Turn>) -> Option<uuid::Uuid> {
         let runnable: Box<dyn AsyncRunnable> = match serde_json::from_value(task.metadata.clone()) {
             Ok(runnable) => runnable,
             Err(err) => {
@@ -184,11 +254,14 @@ impl Worker {
             return None;
         }
 
-        let run = CONTEXT.scope(self.context.clone(), async {
-            AssertUnwindSafe(runnable.run(&self.queue))
-                .catch_unwind()
-                .await
-        });
+        let run = TURN.scope(
+            turn,
+            CONTEXT.scope(self.context.clone(), async {
+                AssertUnwindSafe(runnable.run(&self.queue))
+                    .catch_unwind()
+                    .await
+            }),
+        );
         tokio::pin!(run);
         let mut beat = tokio::time::interval(self.settings.heartbeat);
         beat.tick().await;
