@@ -203,6 +203,23 @@ impl AsyncRunnable for Probe {
     }
 }
 
+/// `workers` workers running the tasks of type `kind`, with no application context.
+async fn probe_workers(pool: &PgPool, kind: &str, workers: u32) -> WorkerPool {
+    WorkerPool::start(
+        PgQueue::new(pool.clone(), QueueSettings::default()),
+        WorkerSettings {
+            workers,
+            task_types: vec![kind.to_string()],
+            poll_interval: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        },
+        Arc::new(()),
+    )
+    .await
+    .unwrap()
+}
+
 /// A migrated database of its own, and a pool on it.
 async fn queue_db(connections: u32) -> (TestDb, PgPool) {
     let db = TestDb::new().await;
@@ -671,19 +688,7 @@ async fn tasks_that_fail_or_panic_are_kept_with_their_error_and_successes_delete
         };
         ids.insert(end, queue::enqueue(&pool, &task, None).await.unwrap());
     }
-    let workers = WorkerPool::start(
-        PgQueue::new(pool.clone(), QueueSettings::default()),
-        WorkerSettings {
-            workers: 2,
-            task_types: vec![kind.to_string()],
-            poll_interval: Duration::from_millis(100),
-            heartbeat: Duration::from_secs(1),
-            shutdown_grace: Duration::from_secs(5),
-        },
-        Arc::new(()),
-    )
-    .await
-    .unwrap();
+    let workers = probe_workers(&pool, kind, 2).await;
     eventually("every probe ran", WAIT, || async {
         count(
             &pool,
@@ -799,19 +804,7 @@ async fn run_relays(kind: &str, hands_over: bool) -> RelayLog {
         };
         queue::enqueue(&pool, &task, None).await.unwrap();
     }
-    let workers = WorkerPool::start(
-        PgQueue::new(pool.clone(), QueueSettings::default()),
-        WorkerSettings {
-            workers: 1,
-            task_types: vec![kind.to_string()],
-            poll_interval: Duration::from_millis(100),
-            heartbeat: Duration::from_secs(1),
-            shutdown_grace: Duration::from_secs(5),
-        },
-        Arc::new(()),
-    )
-    .await
-    .unwrap();
+    let workers = probe_workers(&pool, kind, 1).await;
     eventually("every relay ran", WAIT, || async {
         relay_log(kind, |log| log.done.len()) == 5
     })
