@@ -771,6 +771,71 @@ async fn a_hanging_transfer_times_out_and_is_retried() {
 // Cancel and retry
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// How many transfers at once
+// ---------------------------------------------------------------------------------------------
+
+/// Runs a job of `count` slow documents (about 0.6 s each) with `workers` workers and batches
+/// of `batch_size`; returns the most documents the court was sending at once.
+async fn slow_documents_at_once(process: u32, count: usize, workers: u32, batch_size: u32) -> u32 {
+    let court = Court::start().await;
+    let n = number(process);
+    let docs: Vec<Doc> = (0..count)
+        .map(|i| {
+            Doc::new(
+                &format!("d{i}"),
+                &format!("doc{i}.pdf"),
+                bytes(600, i as u8),
+            )
+        })
+        .collect();
+    court.add_process(&n, docs.clone());
+    for doc in &docs {
+        court.fail_always(
+            &n,
+            &doc.id,
+            Fault::Slow {
+                chunk: 100,
+                every: Duration::from_millis(100),
+            },
+        );
+    }
+    let options = Options {
+        workers,
+        batch_size,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    for doc in &docs {
+        assert_eq!(app.court.gets(&n, &doc.id), 1, "{}", doc.id);
+        let (stored, _, _) = app
+            .object(&format!("processos/{n}/documentos/{}/{}", doc.id, doc.name))
+            .await
+            .expect("object in S3");
+        assert_eq!(stored, doc.bytes.to_vec());
+    }
+    let most = app.court.most_slow_at_once();
+    app.stop().await;
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_of_one_batch_spreads_over_the_idle_workers() {
+    // Four documents, one batch, four workers: the batch's documents do not wait for each
+    // other while the other workers have nothing to do.
+    assert_eq!(slow_documents_at_once(121, 4, 4, 5).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_never_transfers_more_documents_at_once_than_it_has_workers() {
+    // Twelve documents in batches of three, two workers: batches spread over free lanes, and
+    // never beyond the two.
+    assert_eq!(slow_documents_at_once(122, 12, 2, 3).await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_a_job_stops_further_transfers() {
     cancel_stops_further_transfers(111, 1).await;

@@ -26,6 +26,9 @@ const PROGRESS: &str = "subscription($id: ID!) { jobProgress(jobId: $id) {
 
 /// `count` documents of `size` bytes, each served in chunks of `size / 5` every `every`
 /// (so one transfer lasts about 5 × `every`), or at once when `every` is `None`.
+/// `count` documents of `size` bytes; with `every`, served slowly in five chunks, document
+/// `i` waiting `every × (0.6 + 0.3 i)` between chunks: their transfers end at different
+/// times even when the worker pool runs them all at once, so progress moves in steps.
 fn add_docs(court: &Court, n: &str, count: usize, size: usize, every: Option<Duration>) {
     let docs: Vec<Doc> = (0..count)
         .map(|i| {
@@ -37,13 +40,13 @@ fn add_docs(court: &Court, n: &str, count: usize, size: usize, every: Option<Dur
         })
         .collect();
     if let Some(every) = every {
-        for doc in &docs {
+        for (i, doc) in docs.iter().enumerate() {
             court.fail_always(
                 n,
                 &doc.id,
                 Fault::Slow {
                     chunk: size / 5,
-                    every,
+                    every: every.mul_f64(0.6 + 0.3 * i as f64),
                 },
             );
         }

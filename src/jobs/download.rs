@@ -5,6 +5,11 @@
 //! claimed it (PENDING → PROCESSING, compare-and-set), and that worker keeps the claim alive
 //! with heartbeats; a second run finds nothing left to claim.
 //!
+//! A batch's transfers wait for lanes of the worker pool (one per worker), in order. While
+//! the pool is busy a batch gets about one lane at a time; when lanes are idle — a job smaller
+//! than the pool, the last batches of a large one — a batch spreads over them instead of
+//! leaving them idle while its documents go one after the other.
+//!
 //! The database stays off the transfer path and is visited as little as it can be: the
 //! batch's documents are claimed together (one statement, one token, one lease renewed by
 //! one heartbeat); the final transitions of documents that finish within
@@ -20,10 +25,14 @@ use crate::storage::UploadError;
 use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
+use futures::future::{abortable, AbortHandle};
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
 use uuid::Uuid;
@@ -33,7 +42,8 @@ use uuid::Uuid;
 /// written in one statement, and live progress moves at least this often per worker.
 pub const SETTLE_WINDOW: Duration = Duration::from_millis(100);
 
-/// Transfers `document_ids` of `job_id`, one after the other.
+/// Transfers `document_ids` of `job_id`, in their order, each holding a lane of the worker
+/// pool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DownloadBatch {
     /// The job.
@@ -91,8 +101,6 @@ enum Ended {
     Written,
     /// The claim was lost (its lease ran out): nothing to write.
     Lost,
-    /// The job was cancelled: stop the batch; what is held is released.
-    Cancelled,
 }
 
 /// A write of final transitions in flight; it says whether the job is still active.
@@ -135,31 +143,97 @@ impl BatchRun {
         self.held.retain(|held| *held != id);
     }
 
-    /// Transfers the claimed documents one after the other, until the job is cancelled.
+    /// Transfers the claimed documents in their order, each once a lane of the worker pool is
+    /// free: one after the other while the pool is busy, several at once when its other lanes
+    /// are idle (a small job, the end of a large one). Goes on until every document has ended
+    /// or the job is cancelled; meanwhile renews the claims, and writes what has ended at
+    /// least every [`SETTLE_WINDOW`].
     async fn transfer(&mut self, claims: Vec<Claim>) -> anyhow::Result<()> {
-        let ids: Vec<Uuid> = claims.iter().map(|c| c.document.id).collect();
-        for (i, claim) in claims.into_iter().enumerate() {
-            let id = claim.document.id;
+        // Outside a worker there is no pool: one transfer at a time.
+        let lanes = worker::lanes().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
+        let mut waiting: VecDeque<Claim> = claims.into();
+        // The wait for the next lane lives across iterations, keeping its place in line.
+        let mut next_lane = None;
+        let mut in_flight = FuturesUnordered::new();
+        let mut stops: Vec<(Uuid, AbortHandle)> = Vec::new();
+        loop {
+            while waiting
+                .front()
+                .is_some_and(|claim| !self.held.contains(&claim.document.id))
+            {
+                waiting.pop_front();
+            }
             if self.cancelled {
-                break;
+                if !in_flight.is_empty() {
+                    tracing::info!(
+                        transfers = in_flight.len(),
+                        "job cancelled; transfers stopped"
+                    );
+                }
+                return Ok(());
             }
-            if !self.held.contains(&id) {
-                continue;
+            if waiting.is_empty() && in_flight.is_empty() {
+                return Ok(());
             }
-            let last = !ids[i + 1..].iter().any(|later| self.held.contains(later));
-            match self.attempt(&claim, last).await? {
-                Ended::Settle(outcome) => {
+            if next_lane.is_none() && !waiting.is_empty() {
+                next_lane = Some(Box::pin(lanes.clone().acquire_owned()));
+            }
+            let flush_at = (self.writing.is_none() && !self.ended.is_empty())
+                .then(|| tokio::time::Instant::from_std(self.written_at + SETTLE_WINDOW));
+            tokio::select! {
+                lane = async { next_lane.as_mut().expect("guarded").await }, if next_lane.is_some() => {
+                    next_lane = None;
+                    let lane = lane.map_err(|_| anyhow::anyhow!("the worker pool's lanes are closed"))?;
+                    let claim = waiting.pop_front().expect("a lane is awaited only for a waiting claim");
+                    if !waiting.iter().any(|later| self.held.contains(&later.document.id)) {
+                        // The batch's last transfer starts: its worker may take the next task.
+                        worker::hand_over();
+                    }
+                    let id = claim.document.id;
+                    let (run, stop) = abortable(attempt(self.svc.clone(), claim, lane));
+                    stops.push((id, stop));
+                    in_flight.push(async move { (id, run.await.unwrap_or(Ok(Ended::Lost))) });
+                }
+                Some((id, ended)) = in_flight.next() => {
+                    stops.retain(|(running, _)| *running != id);
+                    if let Ended::Settle(outcome) = ended? {
+                        self.ended.push((id, outcome));
+                    }
                     self.forget(id);
-                    self.ended.push((id, outcome));
-                    if self.written_at.elapsed() >= SETTLE_WINDOW {
-                        self.write().await?;
+                }
+                active = written(&mut self.writing) => {
+                    self.writing = None;
+                    self.cancelled |= !active?;
+                }
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
+                    self.spawn_write();
+                }
+                _ = self.beat.tick() => {
+                    let beat = documents::heartbeat(&self.svc.pool, self.token, &self.held, self.svc.settings.lease).await?;
+                    self.held.retain(|id| beat.held.contains(id));
+                    self.cancelled |= !beat.job_active;
+                    for (id, stop) in &stops {
+                        if !self.held.contains(id) {
+                            tracing::warn!(document = %id, "claim lost; transfer stopped");
+                            stop.abort();
+                        }
                     }
                 }
-                Ended::Written | Ended::Lost => self.forget(id),
-                Ended::Cancelled => break,
             }
         }
-        Ok(())
+    }
+
+    /// Starts writing what has ended (no write may be in flight).
+    fn spawn_write(&mut self) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let ended = std::mem::take(&mut self.ended);
+        let (svc, token) = (self.svc.clone(), self.token);
+        self.writing = Some(tokio::spawn(
+            async move { settle(&svc, token, &ended).await },
+        ));
+        self.written_at = Instant::now();
     }
 
     /// Starts writing what has ended, after the write in flight (if any) is done.
@@ -169,15 +243,7 @@ impl BatchRun {
             self.writing = None;
             self.cancelled |= !active?;
         }
-        if self.ended.is_empty() {
-            return Ok(());
-        }
-        let ended = std::mem::take(&mut self.ended);
-        let (svc, token) = (self.svc.clone(), self.token);
-        self.writing = Some(tokio::spawn(
-            async move { settle(&svc, token, &ended).await },
-        ));
-        self.written_at = Instant::now();
+        self.spawn_write();
         Ok(())
     }
 
@@ -205,105 +271,75 @@ impl BatchRun {
         }
         result
     }
+}
 
-    /// Transfers one claimed document, renewing the batch's lease meanwhile and watching the
-    /// write in flight, and says how it ended. Errors are database errors only: everything
-    /// that can go wrong with the document itself ends in a document status.
-    async fn attempt(&mut self, claim: &Claim, last: bool) -> anyhow::Result<Ended> {
-        let svc = self.svc.clone();
-        let settings = &svc.settings;
-        let document_id = claim.document.id;
-        let job_id = claim.document.job_id.unwrap_or_default();
-        let started;
-        let result = {
-            let attempt = async {
-                // A transfer is what the worker count limits: it holds the worker's lane.
-                // On the batch's last document the worker may start its next task, whose
-                // claim is then made while this transfer runs.
-                let lane = worker::lane().await;
-                if last {
-                    worker::hand_over();
-                }
-                let began = Instant::now();
-                let result =
-                    tokio::time::timeout(settings.download_timeout, transfer(&svc, claim)).await;
-                drop(lane);
-                (result, began)
+/// Transfers one claimed document holding `lane`, and says how it ended. Errors are database
+/// errors only: everything that can go wrong with the document itself ends in a document
+/// status.
+async fn attempt(
+    svc: Arc<Services>,
+    claim: Claim,
+    lane: OwnedSemaphorePermit,
+) -> anyhow::Result<Ended> {
+    let settings = &svc.settings;
+    let document_id = claim.document.id;
+    let job_id = claim.document.job_id.unwrap_or_default();
+    let started = Instant::now();
+    let result = tokio::time::timeout(settings.download_timeout, transfer(&svc, &claim))
+        .await
+        .unwrap_or_else(|_| {
+            Err(AttemptError {
+                message: format!(
+                    "transfer timed out after {} s",
+                    settings.download_timeout.as_secs()
+                ),
+                retryable: true,
+                retry_after: None,
+            })
+        });
+    drop(lane);
+
+    let attempts = claim.document.attempts;
+    let outcome = match result {
+        Ok(outcome) => {
+            tracing::info!(document = %document_id, job = %job_id, ms = started.elapsed().as_millis() as u64, "document stored");
+            outcome
+        }
+        Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
+            let delay = retry_delay(settings.backoff, attempts, err.retry_after);
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            tracing::warn!(document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+            let task = DownloadBatch {
+                job_id,
+                document_ids: vec![document_id],
             };
-            tokio::pin!(attempt);
-            loop {
-                tokio::select! {
-                    (result, began) = &mut attempt => {
-                        started = began;
-                        break result.unwrap_or_else(|_| Err(AttemptError {
-                            message: format!("transfer timed out after {} s", settings.download_timeout.as_secs()),
-                            retryable: true,
-                            retry_after: None,
-                        }));
-                    }
-                    active = written(&mut self.writing) => {
-                        self.writing = None;
-                        self.cancelled |= !active?;
-                    }
-                    _ = self.beat.tick() => {
-                        let beat = documents::heartbeat(&svc.pool, self.token, &self.held, settings.lease).await?;
-                        self.held.retain(|id| beat.held.contains(id));
-                        self.cancelled |= !beat.job_active;
-                        if !self.held.contains(&document_id) {
-                            tracing::warn!(document = %document_id, "claim lost; transfer stopped");
-                            return Ok(Ended::Lost);
-                        }
-                    }
-                }
-                if self.cancelled {
-                    tracing::info!(document = %document_id, "job cancelled; transfer stopped");
-                    return Ok(Ended::Cancelled);
-                }
-            }
-        };
-
-        let attempts = claim.document.attempts;
-        let outcome = match result {
-            Ok(outcome) => {
-                tracing::info!(document = %document_id, job = %job_id, ms = started.elapsed().as_millis() as u64, "document stored");
-                outcome
-            }
-            Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
-                let delay = retry_delay(settings.backoff, attempts, err.retry_after);
-                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                tracing::warn!(document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-                let task = DownloadBatch {
-                    job_id,
-                    document_ids: vec![document_id],
-                };
-                let mut tx = svc.pool.begin().await?;
-                let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
-                documents::settle(
-                    &mut tx,
-                    document_id,
-                    claim.token,
-                    &Outcome::RetryAt {
-                        error: err.message,
-                        at,
-                        task_id,
-                    },
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(Ended::Written);
-            }
-            Err(err) => {
-                let error = if err.retryable {
-                    format!("{} (after {attempts} attempts)", err.message)
-                } else {
-                    err.message
-                };
-                tracing::warn!(document = %document_id, %error, "document failed");
-                Outcome::Failed { error }
-            }
-        };
-        Ok(Ended::Settle(outcome))
-    }
+            let mut tx = svc.pool.begin().await?;
+            let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
+            documents::settle(
+                &mut tx,
+                document_id,
+                claim.token,
+                &Outcome::RetryAt {
+                    error: err.message,
+                    at,
+                    task_id,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Ended::Written);
+        }
+        Err(err) => {
+            let error = if err.retryable {
+                format!("{} (after {attempts} attempts)", err.message)
+            } else {
+                err.message
+            };
+            tracing::warn!(document = %document_id, %error, "document failed");
+            Outcome::Failed { error }
+        }
+    };
+    Ok(Ended::Settle(outcome))
 }
 
 /// Waits for the write in flight, if any (forever if there is none); says whether the job

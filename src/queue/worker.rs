@@ -2,13 +2,15 @@
 //!
 //! Each worker runs one task at a time, with one overlap: a task may [`hand_over`] the worker
 //! when it starts its last piece of work, and the worker then fetches and starts its next
-//! task, whose set-up (database round trips) runs while the first one finishes. What the
-//! worker count limits — a transfer — is done holding the worker's [`lane`], so the two never
-//! transfer at once. While a task runs, its row is touched every
-//! [`WorkerSettings::heartbeat`], so other processes can tell a live task from an abandoned
-//! one. Panics and errors are caught and recorded on the row; an undecodable row is failed
-//! with its reason; nothing ends a worker but shutdown. Idle workers wait for a `NOTIFY`
-//! from [`super::enqueue`], with a poll as fallback, so a new task starts at once.
+//! task, whose set-up (database round trips) runs while the first one finishes; a worker
+//! never runs more than two tasks. What the worker count limits — a transfer — is done
+//! holding a [`lane`]: the pool has one lane per worker, shared by all its tasks, so a task
+//! may do several pieces of work at once when lanes are free (its peers idle, at the end of a
+//! job), and the pool never does more than `workers`. While a task runs, its row is
+//! touched every [`WorkerSettings::heartbeat`], so other processes can tell a live task from
+//! an abandoned one. Panics and errors are caught and recorded on the row; an undecodable row
+//! is failed with its reason; nothing ends a worker but shutdown. Idle workers wait for a
+//! `NOTIFY` from [`super::enqueue`], with a poll as fallback, so a new task starts at once.
 
 use super::{PgQueue, WAKE_CHANNEL};
 use fang::{AsyncQueueable, AsyncRunnable, Task};
@@ -29,17 +31,23 @@ tokio::task_local! {
 
 /// What a running task shares with its worker.
 struct Turn {
-    /// The worker's lane: one permit, shared by the worker's tasks.
-    lane: Arc<Semaphore>,
+    /// The pool's lanes: one permit per worker, shared by every task of the pool.
+    lanes: Arc<Semaphore>,
     /// Notified once the task has handed the worker over.
     handed_over: Notify,
 }
 
-/// Waits for the lane of the worker running the current task (`None` outside a worker, or
-/// once the worker is gone). Hold it while doing what the worker count limits.
+/// Waits for a free lane of the pool running the current task (`None` outside a worker).
+/// Hold it while doing what the worker count limits. Lanes are granted in the order they
+/// were asked for.
 pub async fn lane() -> Option<OwnedSemaphorePermit> {
-    let lane = TURN.try_with(|turn| turn.lane.clone()).ok()?;
-    lane.acquire_owned().await.ok()
+    lanes()?.acquire_owned().await.ok()
+}
+
+/// The lanes of the pool running the current task (`None` outside a worker), to wait for one
+/// with [`Semaphore::acquire_owned`] where the waiting must outlive a `select!`.
+pub fn lanes() -> Option<Arc<Semaphore>> {
+    TURN.try_with(|turn| turn.lanes.clone()).ok()
 }
 
 /// Lets the worker running the current task fetch and start its next task now, while this
@@ -90,6 +98,7 @@ impl WorkerPool {
     ) -> Result<Self, sqlx::Error> {
         let (shutdown, watch_rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
+        let lanes = Arc::new(Semaphore::new(settings.workers as usize));
         let mut listener = PgListener::connect_with(queue.pool()).await?;
         listener.listen(WAKE_CHANNEL).await?;
         let mut workers = JoinSet::new();
@@ -101,6 +110,7 @@ impl WorkerPool {
                 settings: settings.clone(),
                 context: context.clone(),
                 wake: wake.clone(),
+                lanes: lanes.clone(),
                 shutdown: watch_rx.clone(),
             };
             workers.spawn(worker.run());
@@ -153,13 +163,13 @@ struct Worker {
     settings: WorkerSettings,
     context: Arc<dyn Any + Send + Sync>,
     wake: Arc<Notify>,
+    lanes: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Worker {
     async fn run(self) {
         tracing::debug!(worker = self.n, "worker started");
-        let lane = Arc::new(Semaphore::new(1));
         let mut stop = self.shutdown.clone();
         // At most two tasks: the newest, and one that handed over and is finishing.
         let mut running = FuturesUnordered::new();
@@ -176,7 +186,7 @@ impl Worker {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let may_fetch = !stopping && newest.is_none();
+            let may_fetch = !stopping && newest.is_none() && running.len() < 2;
             if may_fetch {
                 match self
                     .queue
@@ -186,7 +196,7 @@ impl Worker {
                     Ok(Some(task)) => {
                         finished.clear();
                         let turn = Arc::new(Turn {
-                            lane: lane.clone(),
+                            lanes: self.lanes.clone(),
                             handed_over: Notify::new(),
                         });
                         newest = Some(turn.clone());

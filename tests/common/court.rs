@@ -85,6 +85,27 @@ struct State_ {
     lookup_faults: VecDeque<Fault>,
     gets: HashMap<(String, String), u32>,
     lookups: u32,
+    /// Slow bodies being sent now, and the most sent at once.
+    slow_now: u32,
+    slow_most: u32,
+}
+
+/// Counts a slow body as being sent until it is dropped (sent whole, or the client went away).
+struct Sending(Shared);
+
+impl Sending {
+    fn start(state: &Shared) -> Sending {
+        let mut s = state.lock().unwrap();
+        s.slow_now += 1;
+        s.slow_most = s.slow_most.max(s.slow_now);
+        Sending(state.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().slow_now -= 1;
+    }
 }
 
 /// The court.
@@ -167,6 +188,11 @@ impl Court {
 
     pub fn lookups(&self) -> u32 {
         self.state.lock().unwrap().lookups
+    }
+
+    /// The most slow bodies ([`Fault::Slow`]) that were being sent at once.
+    pub fn most_slow_at_once(&self) -> u32 {
+        self.state.lock().unwrap().slow_most
     }
 }
 
@@ -274,11 +300,15 @@ async fn file(State(state): State<Shared>, Path((number, id)): Path<(String, Str
                 .chunks(chunk.max(1))
                 .map(Bytes::copy_from_slice)
                 .collect();
-            let stream = futures::stream::unfold(chunks.into_iter(), move |mut it| async move {
-                let next = it.next()?;
-                tokio::time::sleep(every).await;
-                Some((Ok::<Bytes, std::io::Error>(next), it))
-            });
+            let sending = Sending::start(&state);
+            let stream = futures::stream::unfold(
+                (chunks.into_iter(), sending),
+                move |(mut it, sending)| async move {
+                    let next = it.next()?;
+                    tokio::time::sleep(every).await;
+                    Some((Ok::<Bytes, std::io::Error>(next), (it, sending)))
+                },
+            );
             Response::builder()
                 .header(header::CONTENT_LENGTH, bytes.len())
                 .body(Body::from_stream(stream))
