@@ -84,6 +84,49 @@ async fn happy_path_stores_every_document_and_links_work() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_documents_are_stored_whole_with_their_sha256_however_they_were_announced() {
+    // Parts are 8 MiB. Exactly one part goes up in one request; larger bodies in parts, their
+    // SHA-256 set when the upload starts if the court announced it (in any case), or after it
+    // ends (copied onto the object) if not.
+    let court = Court::start().await;
+    let n = number(108);
+    const MIB: usize = 1024 * 1024;
+    let one_part = bytes(8 * MIB, 21);
+    let three_parts = bytes(17 * MIB + 5, 22);
+    let unannounced = bytes(9 * MIB + 7, 23);
+    let upper = bytes(8 * MIB + 1, 24);
+    let upper_sha = sha_hex(&upper).to_ascii_uppercase();
+    let docs = vec![
+        Doc::new("d1", "uma-parte.pdf", one_part),
+        Doc::new("d2", "tres-partes.pdf", three_parts),
+        Doc::new("d3", "sem-anuncio.pdf", unannounced).no_announcements(),
+        Doc::new("d4", "maiusculas.pdf", upper).sha(&upper_sha),
+    ];
+    court.add_process(&n, docs.clone());
+    let app = TestApp::spawn(court).await;
+
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    for d in &docs {
+        let listed = doc(&job, &d.id);
+        let (stored, sha, content_type) = app
+            .object(&text(&listed["storageKey"]))
+            .await
+            .expect("object in S3");
+        assert!(stored == d.bytes.to_vec(), "{}: the court's bytes", d.id);
+        let expected = sha_hex(&d.bytes);
+        assert_eq!(sha.as_deref(), Some(expected.as_str()), "{}", d.id);
+        assert_eq!(listed["sha256"], expected.as_str(), "{}", d.id);
+        assert_eq!(listed["size"], d.bytes.len() as f64, "{}", d.id);
+        let announced = d.mime.as_deref().unwrap_or("application/octet-stream");
+        assert_eq!(content_type.as_deref(), Some(announced), "{}", d.id);
+        assert_eq!(app.court.gets(&n, &d.id), 1, "{}", d.id);
+    }
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
@@ -768,10 +811,6 @@ async fn a_hanging_transfer_times_out_and_is_retried() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cancel and retry
-// ---------------------------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------------------------
 // How many transfers at once
 // ---------------------------------------------------------------------------------------------
 
@@ -835,6 +874,10 @@ async fn a_process_never_transfers_more_documents_at_once_than_it_has_workers() 
     // never beyond the two.
     assert_eq!(slow_documents_at_once(122, 12, 2, 3).await, 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cancel and retry
+// ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelling_a_job_stops_further_transfers() {

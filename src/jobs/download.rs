@@ -434,6 +434,7 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
             &content_type,
             size.or(content_length),
             verified,
+            doc.sha256.as_deref(),
             || digest.digest().map(|(_, sha)| sha),
         )
         .await

@@ -173,13 +173,17 @@ impl Storage {
     ///
     /// An error from the stream aborts the upload: a body that fails its length or checksum
     /// check never becomes an object. A single-request upload is signed with that same
-    /// SHA-256 as its payload hash, so the bytes are hashed once, not twice.
+    /// SHA-256 as its payload hash, so the bytes are hashed once, not twice. A body larger
+    /// than a part goes up in parts; its SHA-256 is set when the upload starts if the
+    /// source announced it (`announced_sha256`: the verifier fails the body, and so the
+    /// upload, should it differ), or else by copying the object onto itself at the end.
     pub async fn put_stream<S, E>(
         &self,
         key: &str,
         content_type: &str,
         size_hint: Option<u64>,
         body: S,
+        announced_sha256: Option<&str>,
         sha256: impl FnOnce() -> Option<String>,
     ) -> Result<StoredObject, UploadError<E>>
     where
@@ -189,18 +193,27 @@ impl Storage {
         let mut size = 0u64;
         // A small document should not cost a part-sized allocation.
         let capacity = size_hint.map_or(256 * 1024, |hint| hint as usize);
-        let mut buffer = BytesMut::with_capacity(capacity.min(self.part_size));
+        // Room for a part and the chunk that shows there is more than a part.
+        let mut buffer = BytesMut::with_capacity(capacity.min(self.part_size + 64 * 1024));
         let mut multipart: Option<Multipart> = None;
+        let announced = announced_sha256
+            .map(str::to_ascii_lowercase)
+            .filter(|sha| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit()));
 
         let result = async {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(UploadError::Body)?;
                 size += chunk.len() as u64;
                 buffer.extend_from_slice(&chunk);
-                while buffer.len() >= self.part_size {
+                // A part goes up once more than a part is buffered: a body of exactly one
+                // part is still a single PutObject.
+                while buffer.len() > self.part_size {
                     let part = buffer.split_to(self.part_size).freeze();
                     if multipart.is_none() {
-                        multipart = Some(self.start_multipart(key, content_type).await?);
+                        multipart = Some(
+                            self.start_multipart(key, content_type, announced.as_deref())
+                                .await?,
+                        );
                     }
                     if let Some(upload) = multipart.as_mut() {
                         self.upload_part(key, upload, part).await?;
@@ -232,6 +245,14 @@ impl Storage {
                         self.upload_part(key, upload, last).await?;
                     }
                     self.complete_multipart(key, upload).await?;
+                    if announced.as_deref() == Some(sha256.as_str()) {
+                        // Set when the upload started.
+                        return Ok(StoredObject {
+                            key: key.to_string(),
+                            size,
+                            sha256,
+                        });
+                    }
                     // The checksum is known only now: set it by copying the object onto itself.
                     self.client
                         .copy_object()
@@ -268,6 +289,7 @@ impl Storage {
         &self,
         key: &str,
         content_type: &str,
+        sha256: Option<&str>,
     ) -> Result<Multipart, UploadError<E>> {
         let created = self
             .client
@@ -275,6 +297,7 @@ impl Storage {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
+            .set_metadata(sha256.map(|sha| [(SHA256_METADATA.to_string(), sha.to_string())].into()))
             .send()
             .await
             .map_err(|e| UploadError::Storage(describe(e)))?;
