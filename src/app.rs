@@ -60,6 +60,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
+    cancellations: Option<JoinHandle<()>>,
     workers: Option<WorkerPool>,
     embedded: Embedded,
 }
@@ -210,6 +211,7 @@ impl Application {
         let services = Services {
             starting: jobs::Starting::default(),
             writes: tokio_util::task::TaskTracker::new(),
+            cancellations: jobs::cancellations::Cancellations::default(),
             public_url: String::new(),
             webhooks: jobs::webhook::WebhookSettings {
                 secret,
@@ -249,7 +251,7 @@ impl Application {
             (None, None) => config.public_url(),
         };
 
-        let (workers, sweeper) = if role.work {
+        let (workers, sweeper, cancellations) = if role.work {
             let queue = PgQueue::new(
                 pool.clone(),
                 QueueSettings {
@@ -266,6 +268,12 @@ impl Application {
                 heartbeat: Duration::from_millis(config.lease_ms / 4),
                 shutdown_grace: Duration::from_secs(10),
             };
+            let cancellations = tokio::spawn(
+                services
+                    .cancellations
+                    .clone()
+                    .listen(pool.clone(), stop.clone()),
+            );
             let context: Arc<dyn std::any::Any + Send + Sync> = Arc::new(services.clone());
             let workers = WorkerPool::start(queue, settings, context).await?;
             let sweeper = tokio::spawn(jobs::sweeper::run(
@@ -278,9 +286,9 @@ impl Application {
                 batch_size = config.batch_size,
                 "worker started"
             );
-            (Some(workers), Some(sweeper))
+            (Some(workers), Some(sweeper), Some(cancellations))
         } else {
-            (None, None)
+            (None, None, None)
         };
 
         let (addr, server) = if let Some(listener) = listener {
@@ -324,6 +332,7 @@ impl Application {
             shutdown,
             server,
             sweeper,
+            cancellations,
             workers,
             embedded,
         })
@@ -351,6 +360,9 @@ impl Application {
         }
         if let Some(sweeper) = self.sweeper {
             let _ = sweeper.await;
+        }
+        if let Some(cancellations) = self.cancellations {
+            let _ = cancellations.await;
         }
         self.services.pool.close().await;
         if let Some(s3) = self.embedded.s3 {

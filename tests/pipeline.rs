@@ -2,6 +2,7 @@
 
 mod common;
 
+use autos::app::Role;
 use common::*;
 use serde_json::json;
 use std::time::Duration;
@@ -814,31 +815,37 @@ async fn a_hanging_transfer_times_out_and_is_retried() {
 // How many transfers at once
 // ---------------------------------------------------------------------------------------------
 
+/// Lists `count` documents `d1`, `d2`, … of `size` bytes for case `n`, each served slowly:
+/// 100 bytes every `every`.
+fn add_slow_documents(
+    court: &Court,
+    n: &str,
+    count: usize,
+    size: usize,
+    every: Duration,
+) -> Vec<Doc> {
+    let docs: Vec<Doc> = (1..=count)
+        .map(|i| {
+            Doc::new(
+                &format!("d{i}"),
+                &format!("doc{i}.pdf"),
+                bytes(size, i as u8),
+            )
+        })
+        .collect();
+    court.add_process(n, docs.clone());
+    for doc in &docs {
+        court.fail_always(n, &doc.id, Fault::Slow { chunk: 100, every });
+    }
+    docs
+}
+
 /// Runs a job of `count` slow documents (about 0.6 s each) with `workers` workers and batches
 /// of `batch_size`; returns the most documents the court was sending at once.
 async fn slow_documents_at_once(process: u32, count: usize, workers: u32, batch_size: u32) -> u32 {
     let court = Court::start().await;
     let n = number(process);
-    let docs: Vec<Doc> = (0..count)
-        .map(|i| {
-            Doc::new(
-                &format!("d{i}"),
-                &format!("doc{i}.pdf"),
-                bytes(600, i as u8),
-            )
-        })
-        .collect();
-    court.add_process(&n, docs.clone());
-    for doc in &docs {
-        court.fail_always(
-            &n,
-            &doc.id,
-            Fault::Slow {
-                chunk: 100,
-                every: Duration::from_millis(100),
-            },
-        );
-    }
+    let docs = add_slow_documents(&court, &n, count, 600, Duration::from_millis(100));
     let options = Options {
         workers,
         batch_size,
@@ -894,26 +901,7 @@ async fn cancelling_a_job_gives_back_the_rest_of_each_batch() {
 async fn cancel_stops_further_transfers(process: u32, batch_size: u32) {
     let court = Court::start().await;
     let n = number(process);
-    let docs: Vec<Doc> = (1..=12)
-        .map(|i| {
-            Doc::new(
-                &format!("d{i}"),
-                &format!("doc{i}.pdf"),
-                bytes(2000, i as u8),
-            )
-        })
-        .collect();
-    court.add_process(&n, docs);
-    for i in 1..=12 {
-        court.fail_always(
-            &n,
-            &format!("d{i}"),
-            Fault::Slow {
-                chunk: 200,
-                every: Duration::from_millis(200),
-            },
-        );
-    }
+    add_slow_documents(&court, &n, 12, 2000, Duration::from_millis(100));
     let options = Options {
         workers: 1,
         batch_size,
@@ -1011,6 +999,108 @@ async fn cancel_stops_further_transfers(process: u32, batch_size: u32) {
     assert_eq!(job["counts"]["available"], 12);
     assert_eq!(app.keys().await.len(), 12);
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_stops_transfers_in_another_process_at_once() {
+    // The API and the worker are separate processes, and the lease is a minute (a heartbeat
+    // every 15 s): only the announcement of the cancellation can stop the worker's two
+    // transfers within seconds.
+    cancel_in_another_process(116, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancellation_sent_while_the_listener_reconnects_still_stops_transfers_at_once() {
+    // The worker's cancellation listener loses its connection just before the cancellation:
+    // either its new connection hears it, or the batches, told that announcements may have
+    // been missed, look at their job at once.
+    cancel_in_another_process(117, true).await;
+}
+
+async fn cancel_in_another_process(process: u32, kill_listener: bool) {
+    let court = Court::start().await;
+    let n = number(process);
+    add_slow_documents(&court, &n, 4, 2000, Duration::from_millis(500));
+    let minute_lease = Options {
+        lease_ms: 60_000,
+        workers: 2,
+        batch_size: 4,
+        ..Options::default()
+    };
+    let api = TestApp::spawn_with(
+        court,
+        Options {
+            role: Role::SERVE,
+            ..minute_lease.clone()
+        },
+    )
+    .await;
+    let worker = api
+        .another(Options {
+            role: Role::WORK,
+            ..minute_lease
+        })
+        .await;
+
+    let id = job_id(&api.start(&n, false).await);
+    let deadline = std::time::Instant::now() + WAIT;
+    while api.court.slow_sending_now() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "transfers never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if kill_listener {
+        let pool = api.db.pool().await;
+        let killed: Vec<bool> = sqlx::query_scalar(
+            r#"SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+               WHERE datname = current_database() AND query = 'LISTEN "autos_cancelled"'"#,
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(killed, vec![true], "the worker's one cancellation listener");
+        pool.close().await;
+    }
+    let cancelled = cancel(&api, &id).await;
+    assert_eq!(
+        cancelled["data"]["cancelJob"]["status"], "CANCELLED",
+        "{cancelled:#}"
+    );
+    let asked = std::time::Instant::now();
+
+    // Stopped and given back within seconds, not at the next heartbeat.
+    loop {
+        let job = api.job(&id).await;
+        if api.court.slow_sending_now() == 0 && job["counts"]["processing"] == 0 {
+            assert_eq!(
+                job["counts"],
+                json!({"pending": 4, "processing": 0, "available": 0, "failed": 0}),
+                "{job:#}"
+            );
+            for d in job["documents"].as_array().unwrap() {
+                assert_eq!(d["status"], "PENDING", "{d:#}");
+                assert_eq!(d["attempts"], 0, "given back, not an attempt: {d:#}");
+            }
+            break;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "transfers still running {:?} after the cancellation: {job:#}",
+            asked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        api.court.total_gets(),
+        2,
+        "nothing was fetched after the cancellation"
+    );
+    assert!(api.keys().await.is_empty(), "nothing was stored");
+    worker.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -519,7 +519,8 @@ async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {
     if let Some(status) = work.try_wait().expect("work process") {
         panic!("autos work exited: {status}");
     }
-    // One progress listener, in the serve process; the work process listens for tasks only.
+    // One progress listener, in the serve process; the work process listens for tasks and
+    // cancellations only.
     let pool = db.pool().await;
     let listening: Vec<String> = sqlx::query_scalar(
         "SELECT query FROM pg_stat_activity
@@ -528,13 +529,17 @@ async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {
     .fetch_all(&pool)
     .await
     .expect("pg_stat_activity");
-    assert_eq!(listening.len(), 2, "{listening:?}");
+    assert_eq!(listening.len(), 3, "{listening:?}");
     assert!(
-        listening[0].starts_with(r#"LISTEN "autos_progress""#),
+        listening[0].starts_with(r#"LISTEN "autos_cancelled""#),
         "{listening:?}"
     );
     assert!(
-        listening[1].starts_with(r#"LISTEN "autos_tasks""#),
+        listening[1].starts_with(r#"LISTEN "autos_progress""#),
+        "{listening:?}"
+    );
+    assert!(
+        listening[2].starts_with(r#"LISTEN "autos_tasks""#),
         "{listening:?}"
     );
     pool.close().await;
@@ -688,18 +693,22 @@ async fn subscribers_survive_the_loss_of_the_listening_connection() {
     let app = TestApp::spawn(court).await;
     let pool = app.db.pool().await;
 
-    // Two listeners: progress (this test's target) and the queue's wake-ups.
+    // Three listeners: cancellations, progress (this test's target) and the queue's wake-ups.
     let before = listeners(&pool).await;
-    assert_eq!(before.len(), 2, "{before:?}");
+    assert_eq!(before.len(), 3, "{before:?}");
     assert!(
-        before[0].1.starts_with(r#"LISTEN "autos_progress""#),
+        before[0].1.starts_with(r#"LISTEN "autos_cancelled""#),
         "{before:?}"
     );
     assert!(
-        before[1].1.starts_with(r#"LISTEN "autos_tasks""#),
+        before[1].1.starts_with(r#"LISTEN "autos_progress""#),
         "{before:?}"
     );
-    let (progress_pid, tasks_pid) = (before[0].0, before[1].0);
+    assert!(
+        before[2].1.starts_with(r#"LISTEN "autos_tasks""#),
+        "{before:?}"
+    );
+    let (progress_pid, tasks_pid) = (before[1].0, before[2].0);
 
     let id = job_id(&app.start(&n, false).await);
     let mut readers = Vec::new();
@@ -751,13 +760,13 @@ async fn subscribers_survive_the_loss_of_the_listening_connection() {
     }
     // A new progress listener took over; the queue's own was left alone.
     let after = listeners(&pool).await;
-    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after.len(), 3, "{after:?}");
     assert!(
-        after[0].1.starts_with(r#"LISTEN "autos_progress""#),
+        after[1].1.starts_with(r#"LISTEN "autos_progress""#),
         "{after:?}"
     );
-    assert_ne!(after[0].0, progress_pid, "{after:?}");
-    assert_eq!(after[1].0, tasks_pid, "{after:?}");
+    assert_ne!(after[1].0, progress_pid, "{after:?}");
+    assert_eq!(after[2].0, tasks_pid, "{after:?}");
     pool.close().await;
     app.stop().await;
 }
@@ -769,7 +778,7 @@ async fn subscribers_survive_a_listener_that_keeps_dying() {
     add_docs(&court, &n, 10, 1_000, Some(Duration::from_millis(50)));
     let app = TestApp::spawn(court).await;
     let pool = app.db.pool().await;
-    let tasks_pid = listeners(&pool).await[1].0;
+    let tasks_pid = listeners(&pool).await[2].0;
 
     let id = job_id(&app.start(&n, false).await);
     let mut readers = Vec::new();
@@ -807,7 +816,7 @@ async fn subscribers_survive_a_listener_that_keeps_dying() {
         assert_eq!(last["status"], "COMPLETED", "{messages:#?}");
     }
     let after = listeners(&pool).await;
-    assert_eq!(after[1].0, tasks_pid, "the queue's listener was left alone");
+    assert_eq!(after[2].0, tasks_pid, "the queue's listener was left alone");
     pool.close().await;
     app.stop().await;
 }

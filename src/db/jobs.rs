@@ -304,7 +304,8 @@ pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<
 }
 
 /// Cancels an active job; `None` if it was not active. Queue tasks that have not started are
-/// dropped; a transfer under way notices at its next heartbeat.
+/// dropped; transfers under way stop when the cancellation is announced on commit (see
+/// [`crate::jobs::cancellations`]), or at their next heartbeat.
 pub async fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
     let job: Option<JobRow> = sqlx::query_as(
         "UPDATE download_jobs SET status = 'CANCELLED', completed_at = now(), updated_at = now()

@@ -16,6 +16,7 @@
 //! [`SETTLE_WINDOW`] of each other are written together, in the background while the next
 //! document transfers; and the task's deletion rides on the worker's next fetch.
 
+use super::cancellations::Signal;
 use super::{Services, DOWNLOAD_TASK};
 use crate::db::documents::{self, Claim, Outcome};
 use crate::domain::{names, ProcessNumber};
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
@@ -62,6 +64,8 @@ impl AsyncRunnable for DownloadBatch {
         let failed = |err: anyhow::Error| FangError {
             description: format!("batch of job {}: {err:#}", self.job_id),
         };
+        // Listening before claiming: a cancellation committed after the claim is heard.
+        let signals = svc.cancellations.subscribe();
         let batch = documents::claim_batch(
             &svc.pool,
             self.job_id,
@@ -73,7 +77,7 @@ impl AsyncRunnable for DownloadBatch {
         if batch.claims.is_empty() {
             return Ok(());
         }
-        let mut run = BatchRun::new(svc, batch.token, &batch.claims);
+        let mut run = BatchRun::new(svc, self.job_id, batch.token, &batch.claims, signals);
         let transferred = run.transfer(batch.claims).await;
         let ended = run.end().await;
         transferred.and(ended).map_err(failed)
@@ -110,6 +114,7 @@ type Writing = Option<JoinHandle<anyhow::Result<bool>>>;
 /// transition is not written yet, and the heartbeat that keeps the claims.
 struct BatchRun {
     svc: Arc<Services>,
+    job_id: Uuid,
     token: Uuid,
     /// Claimed and not yet ended.
     held: Vec<Uuid>,
@@ -119,16 +124,26 @@ struct BatchRun {
     writing: Writing,
     written_at: Instant,
     beat: Interval,
+    /// Cancellations announced in this process (see [`super::cancellations`]).
+    signals: Option<broadcast::Receiver<Signal>>,
     cancelled: bool,
 }
 
 impl BatchRun {
-    fn new(svc: Arc<Services>, token: Uuid, claims: &[Claim]) -> Self {
+    fn new(
+        svc: Arc<Services>,
+        job_id: Uuid,
+        token: Uuid,
+        claims: &[Claim],
+        signals: broadcast::Receiver<Signal>,
+    ) -> Self {
         let mut beat = tokio::time::interval(svc.settings.lease / 4);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         beat.reset();
         BatchRun {
+            job_id,
             token,
+            signals: Some(signals),
             held: claims.iter().map(|c| c.document.id).collect(),
             ended: Vec::new(),
             writing: None,
@@ -208,6 +223,11 @@ impl BatchRun {
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
                     self.spawn_write();
                 }
+                signal = next_signal(&mut self.signals) => match signal {
+                    Ok(Signal::Cancelled(job)) => self.cancelled |= job == self.job_id,
+                    Ok(Signal::Missed) | Err(RecvError::Lagged(_)) => self.beat.reset_immediately(),
+                    Err(RecvError::Closed) => self.signals = None,
+                },
                 _ = self.beat.tick() => {
                     let beat = documents::heartbeat(&self.svc.pool, self.token, &self.held, self.svc.settings.lease).await?;
                     self.held.retain(|id| beat.held.contains(id));
@@ -340,6 +360,16 @@ async fn attempt(
         }
     };
     Ok(Ended::Settle(outcome))
+}
+
+/// The next cancellation announcement (never, once there are none to wait for).
+async fn next_signal(
+    signals: &mut Option<broadcast::Receiver<Signal>>,
+) -> Result<Signal, RecvError> {
+    match signals.as_mut() {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for the write in flight, if any (forever if there is none); says whether the job

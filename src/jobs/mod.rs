@@ -4,6 +4,7 @@
 //! A job and the queue tasks that carry it out are written in one transaction: there is no
 //! moment at which a job exists and its work does not.
 
+pub mod cancellations;
 pub mod download;
 pub mod sweeper;
 pub mod webhook;
@@ -67,6 +68,8 @@ pub struct Services {
     /// Writes a batch left running when it returned (its last documents' final
     /// transitions); shutdown waits for them.
     pub writes: tokio_util::task::TaskTracker,
+    /// Cancelled jobs, announced to the batches running here.
+    pub cancellations: cancellations::Cancellations,
 }
 
 /// Per-number locks for [`start_download`]; entries go away with their last holder.

@@ -190,6 +190,11 @@ impl Court {
         self.state.lock().unwrap().lookups
     }
 
+    /// Slow bodies ([`Fault::Slow`]) being sent now.
+    pub fn slow_sending_now(&self) -> u32 {
+        self.state.lock().unwrap().slow_now
+    }
+
     /// The most slow bodies ([`Fault::Slow`]) that were being sent at once.
     pub fn most_slow_at_once(&self) -> u32 {
         self.state.lock().unwrap().slow_most
