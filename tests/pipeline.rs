@@ -1052,15 +1052,29 @@ async fn cancel_in_another_process(process: u32, kill_listener: bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if kill_listener {
+        // The worker's one cancellation listener (it connects in the background at start).
         let pool = api.db.pool().await;
-        let killed: Vec<bool> = sqlx::query_scalar(
-            r#"SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-               WHERE datname = current_database() AND query = 'LISTEN "autos_cancelled"'"#,
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        assert_eq!(killed, vec![true], "the worker's one cancellation listener");
+        loop {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                r#"SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                   WHERE datname = current_database() AND query = 'LISTEN "autos_cancelled"'"#,
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert!(
+                killed.len() <= 1,
+                "one listener per work process: {killed:?}"
+            );
+            if killed == vec![true] {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no cancellation listener"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         pool.close().await;
     }
     let cancelled = cancel(&api, &id).await;

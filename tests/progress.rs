@@ -522,13 +522,7 @@ async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {
     // One progress listener, in the serve process; the work process listens for tasks and
     // cancellations only.
     let pool = db.pool().await;
-    let listening: Vec<String> = sqlx::query_scalar(
-        "SELECT query FROM pg_stat_activity
-         WHERE datname = current_database() AND query LIKE 'LISTEN%' ORDER BY query",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("pg_stat_activity");
+    let listening: Vec<String> = listeners(&pool).await.into_iter().map(|l| l.1).collect();
     assert_eq!(listening.len(), 3, "{listening:?}");
     assert!(
         listening[0].starts_with(r#"LISTEN "autos_cancelled""#),
@@ -675,14 +669,24 @@ async fn a_slow_subscriber_gets_coalesced_messages_and_the_end() {
 // ---------------------------------------------------------------------------------------------
 
 /// Backends of the test database whose last statement was a LISTEN, as (pid, query).
+/// The three listening connections of an `all` process (cancellations, progress, the queue's
+/// wake-ups), ordered by channel, once all three are there (some connect in the background
+/// after start, or reconnect after a loss).
 async fn listeners(pool: &sqlx::PgPool) -> Vec<(i32, String)> {
-    sqlx::query_as(
-        "SELECT pid, query FROM pg_stat_activity
-         WHERE datname = current_database() AND query LIKE 'LISTEN%' ORDER BY query",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("pg_stat_activity")
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listening: Vec<(i32, String)> = sqlx::query_as(
+            "SELECT pid, query FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%' ORDER BY query",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("pg_stat_activity");
+        if listening.len() == 3 || Instant::now() > deadline {
+            return listening;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
