@@ -208,6 +208,127 @@ async fn start_download_reuses_active_and_completed_jobs_and_force_transfers_onl
     app.stop().await;
 }
 
+/// A job as stored: the job row, its documents in order (each with the documents of the
+/// queue task that will transfer it), and its document list. Ids, times and the case number
+/// left out.
+async fn stored_job(pool: &sqlx::PgPool, job_id: &str) -> Value {
+    sqlx::query_scalar(
+        "SELECT json_build_object(
+            'job', (SELECT json_build_object(
+                        'status', status, 'forced', forced, 'total', total,
+                        'pending', pending, 'processing', processing,
+                        'available', available, 'failed', failed,
+                        'webhook_url', webhook_url, 'started', started_at IS NOT NULL,
+                        'completed', completed_at IS NOT NULL)
+                    FROM download_jobs WHERE id = $1),
+            'documents', (SELECT json_agg(json_build_object(
+                        'source_id', d.source_id, 'position', d.position, 'listed', d.listed,
+                        'name', d.name, 'kind', d.kind, 'mime_type', d.mime_type,
+                        'url', replace(d.url, (SELECT number FROM processes p
+                                               WHERE p.id = d.process_id), '{number}'),
+                        'size', d.size, 'sha256', d.sha256, 'status', d.status,
+                        'attempts', d.attempts, 'last_error', d.last_error,
+                        'due', d.next_attempt_at <= now(),
+                        'task', (SELECT json_build_object(
+                                    'type', t.task_type, 'state', t.state,
+                                    'same_job', t.metadata->>'job_id' = $1::text,
+                                    'documents', (SELECT json_agg(o.source_id ORDER BY o.position)
+                                                  FROM documents o
+                                                  WHERE o.id::text IN (SELECT jsonb_array_elements_text(
+                                                                     t.metadata->'document_ids'))))
+                                 FROM fang_tasks t WHERE t.id = d.task_id),
+                        'lease', d.lease_until IS NOT NULL, 'stored', d.storage_key IS NOT NULL)
+                        ORDER BY d.position)
+                    FROM documents d WHERE d.job_id = $1),
+            'list', (SELECT json_agg(json_build_array(d.source_id, l.position) ORDER BY l.position)
+                     FROM job_documents l JOIN documents d ON d.id = l.document_id
+                     WHERE l.job_id = $1))::jsonb",
+    )
+    .bind(uuid::Uuid::parse_str(job_id).unwrap())
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_download_and_one_after_a_lookup_store_the_same_job() {
+    // A case autos has never seen is stored with its job in one pass; one looked up first
+    // (the `process` query) goes through the general path. Both must leave the same rows.
+    // No worker runs: the state is the one the job starts from.
+    let court = Court::start().await;
+    let docs: Vec<Doc> = (1..=7)
+        .map(|i| {
+            Doc::new(
+                &format!("d{i}"),
+                &format!("peça {i}.pdf"),
+                bytes(500 + i, i as u8),
+            )
+        })
+        .collect();
+    let cases = [
+        (number(220), number(221), docs.clone()),
+        (number(222), number(223), Vec::new()),
+    ];
+    for (first, looked_up, docs) in &cases {
+        court.add_process(first, docs.clone());
+        court.add_process(looked_up, docs.clone());
+    }
+    let options = Options {
+        role: autos::app::Role::SERVE,
+        batch_size: 3,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let pool = app.db.pool().await;
+    for (first, looked_up, docs) in &cases {
+        let listed = app.data(PROCESS, json!({ "n": looked_up })).await;
+        assert_eq!(
+            listed["process"]["documents"].as_array().map(Vec::len),
+            Some(docs.len())
+        );
+        let mut stored = Vec::new();
+        for n in [first, looked_up] {
+            let started = app.gql(START, json!({ "n": n, "f": true })).await;
+            assert_eq!(payload(&started)["created"], true, "{started:#}");
+            stored.push(stored_job(&pool, &job_id(payload(&started))).await);
+        }
+        assert_eq!(stored[0], stored[1], "{n}", n = first);
+        let job = &stored[0];
+        if docs.is_empty() {
+            assert_eq!(job["job"]["status"], "COMPLETED", "{job:#}");
+            assert_eq!(job["job"]["completed"], true);
+            continue;
+        }
+        assert_eq!(job["job"]["status"], "QUEUED", "{job:#}");
+        assert_eq!(job["job"]["forced"], true);
+        assert_eq!(job["job"]["pending"], 7);
+        let batches: Vec<Value> = job["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["task"]["documents"].clone())
+            .collect();
+        let (a, b, c) = (
+            json!(["d1", "d2", "d3"]),
+            json!(["d4", "d5", "d6"]),
+            json!(["d7"]),
+        );
+        assert_eq!(
+            batches,
+            vec![a.clone(), a.clone(), a, b.clone(), b.clone(), b, c],
+            "{job:#}"
+        );
+        for d in job["documents"].as_array().unwrap() {
+            assert_eq!(d["status"], "PENDING", "{d:#}");
+            assert_eq!(d["due"], true, "{d:#}");
+            assert_eq!(d["task"]["same_job"], true, "{d:#}");
+            assert_eq!(d["task"]["state"], "new", "{d:#}");
+        }
+    }
+    pool.close().await;
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_process_without_documents_completes_at_once() {
     let court = Court::start().await;

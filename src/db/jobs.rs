@@ -261,6 +261,90 @@ pub async fn create(
     Ok(job)
 }
 
+/// Creates the first job of a process inserted by this transaction (see
+/// [`super::processes::upsert_process`]), together with its documents: all of them new, all
+/// to transfer. In one statement: the job row; the documents, with the ids `ids`, each
+/// PENDING in the job, due at `due`, with the queue task `tasks` gives it (enqueued by the
+/// caller in the same transaction); and the job's document list. The rows are those that
+/// [`super::processes::upsert_documents`], [`plan`] and [`create`] would leave, without
+/// writing each document twice. A process with no documents gets a job completed at once.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_with_new_documents(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    process_id: Uuid,
+    documents: &[super::processes::ListedDocument<'_>],
+    ids: &[Uuid],
+    forced: bool,
+    webhook_url: Option<&str>,
+    tasks: &[Uuid],
+    due: DateTime<Utc>,
+) -> Result<JobRow, DbError> {
+    let n = documents.len();
+    if ids.len() != n || tasks.len() != n {
+        return Err(DbError::Corrupt(format!(
+            "{n} documents, {} ids, {} tasks",
+            ids.len(),
+            tasks.len()
+        )));
+    }
+    let status = if n == 0 {
+        JobStatus::settled(0, 0)
+    } else {
+        JobStatus::Queued
+    };
+    let source_ids: Vec<&str> = documents.iter().map(|d| d.source_id).collect();
+    let names: Vec<&str> = documents.iter().map(|d| d.name).collect();
+    let kinds: Vec<Option<&str>> = documents.iter().map(|d| d.kind).collect();
+    let mimes: Vec<Option<&str>> = documents.iter().map(|d| d.mime_type).collect();
+    let urls: Vec<&str> = documents.iter().map(|d| d.url).collect();
+    let sizes: Vec<Option<i64>> = documents.iter().map(|d| d.size).collect();
+    let shas: Vec<Option<&str>> = documents.iter().map(|d| d.sha256).collect();
+    // Foreign keys are checked at the end of the statement, when the job row exists.
+    let job: JobRow = sqlx::query_as(
+        "WITH job AS (
+            INSERT INTO download_jobs (id, process_id, status, forced, total, pending,
+                                       processing, available, webhook_url, completed_at)
+            VALUES ($1, $2, $3, $16, $4, $4, 0, 0, $5, CASE WHEN $4 = 0 THEN now() END)
+            RETURNING *),
+         listed AS (
+            SELECT * FROM UNNEST($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                 $11::text[], $12::bigint[], $13::text[], $14::uuid[])
+                WITH ORDINALITY AS t(id, source_id, name, kind, mime_type, url, size, sha256,
+                                     task_id, ord)),
+         documents AS (
+            INSERT INTO documents (id, process_id, source_id, position, name, kind, mime_type,
+                                   url, size, sha256, status, job_id, attempts,
+                                   next_attempt_at, task_id)
+            SELECT id, $2, source_id, ord::int - 1, name, kind, mime_type, url, size, sha256,
+                   'PENDING', $1, 0, $15, task_id
+            FROM listed),
+         members AS (
+            INSERT INTO job_documents (job_id, document_id, position)
+            SELECT $1, id, ord::int - 1 FROM listed)
+         SELECT * FROM job",
+    )
+    .bind(job_id)
+    .bind(process_id)
+    .bind(status.as_str())
+    .bind(n as i32)
+    .bind(webhook_url)
+    .bind(ids)
+    .bind(&source_ids)
+    .bind(&names)
+    .bind(&kinds)
+    .bind(&mimes)
+    .bind(&urls)
+    .bind(&sizes)
+    .bind(&shas)
+    .bind(tasks)
+    .bind(due)
+    .bind(forced)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(job)
+}
+
 /// Makes an active job terminal if none of its documents is open any more; returns the job.
 /// The compare-and-set on the active statuses and the counts makes this happen exactly once.
 pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<JobRow, DbError> {

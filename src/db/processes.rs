@@ -78,13 +78,36 @@ pub async fn upsert_listing(
     subject: Option<&str>,
     documents: &[ListedDocument<'_>],
 ) -> Result<ProcessRow, sqlx::Error> {
-    let process: ProcessRow = sqlx::query_as(
+    let (process, _) = upsert_process(&mut *conn, number, court, class, subject).await?;
+    upsert_documents(conn, process.id, documents).await?;
+    Ok(process)
+}
+
+#[derive(sqlx::FromRow)]
+struct UpsertedProcess {
+    #[sqlx(flatten)]
+    process: ProcessRow,
+    inserted: bool,
+}
+
+/// Inserts or refreshes a process row (not its documents); says whether it was inserted
+/// now. The row stays locked until the caller's transaction ends; a process inserted by it
+/// is seen by no one else before it commits, so it has no documents and no jobs but the
+/// caller's.
+pub async fn upsert_process(
+    conn: &mut PgConnection,
+    number: &str,
+    court: Option<&str>,
+    class: Option<&str>,
+    subject: Option<&str>,
+) -> Result<(ProcessRow, bool), sqlx::Error> {
+    let upserted: UpsertedProcess = sqlx::query_as(
         "INSERT INTO processes (number, court, class, subject)
          VALUES ($1, $2, $3, $4)
          ON CONFLICT (number) DO UPDATE
             SET court = EXCLUDED.court, class = EXCLUDED.class, subject = EXCLUDED.subject,
                 looked_up_at = now(), updated_at = now()
-         RETURNING *",
+         RETURNING *, (xmax = 0) AS inserted",
     )
     .bind(number)
     .bind(court)
@@ -92,7 +115,16 @@ pub async fn upsert_listing(
     .bind(subject)
     .fetch_one(&mut *conn)
     .await?;
+    Ok((upserted.process, upserted.inserted))
+}
 
+/// Inserts or refreshes the documents the source lists for a process (in their order), and
+/// marks those it no longer lists.
+pub async fn upsert_documents(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+    documents: &[ListedDocument<'_>],
+) -> Result<(), sqlx::Error> {
     let ids: Vec<&str> = documents.iter().map(|d| d.source_id).collect();
     let positions: Vec<i32> = (0..documents.len() as i32).collect();
     let names: Vec<&str> = documents.iter().map(|d| d.name).collect();
@@ -110,7 +142,7 @@ pub async fn upsert_listing(
                 mime_type = EXCLUDED.mime_type, url = EXCLUDED.url, size = EXCLUDED.size,
                 sha256 = EXCLUDED.sha256, listed = true, updated_at = now()",
     )
-    .bind(process.id)
+    .bind(process_id)
     .bind(&ids)
     .bind(&positions)
     .bind(&names)
@@ -126,10 +158,10 @@ pub async fn upsert_listing(
         "UPDATE documents SET listed = false, updated_at = now()
          WHERE process_id = $1 AND listed AND NOT (source_id = ANY($2))",
     )
-    .bind(process.id)
+    .bind(process_id)
     .bind(&ids)
     .execute(&mut *conn)
     .await?;
 
-    Ok(process)
+    Ok(())
 }

@@ -216,7 +216,20 @@ async fn store_listing(
     number: &ProcessNumber,
     listing: &ProcessListing,
 ) -> Result<ProcessRow, sqlx::Error> {
-    let documents: Vec<db::processes::ListedDocument<'_>> = listing
+    db::processes::upsert_listing(
+        conn,
+        number.as_str(),
+        listing.court.as_deref(),
+        listing.class.as_deref(),
+        listing.subject.as_deref(),
+        &listed_documents(listing),
+    )
+    .await
+}
+
+/// The source's document list, as the database layer takes it.
+fn listed_documents(listing: &ProcessListing) -> Vec<db::processes::ListedDocument<'_>> {
+    listing
         .documents
         .iter()
         .map(|d| db::processes::ListedDocument {
@@ -228,16 +241,7 @@ async fn store_listing(
             size: d.size,
             sha256: d.sha256.as_deref(),
         })
-        .collect();
-    db::processes::upsert_listing(
-        conn,
-        number.as_str(),
-        listing.court.as_deref(),
-        listing.class.as_deref(),
-        listing.subject.as_deref(),
-        &documents,
-    )
-    .await
+        .collect()
 }
 
 /// What a client asks `startDownload` for.
@@ -290,7 +294,40 @@ pub async fn start_download(
         .ok_or_else(|| JobError::ProcessNotFound(number.to_string()))?;
 
     let mut tx = svc.pool.begin().await?;
-    let process = store_listing(&mut tx, &number, &listing).await?;
+    let (process, new) = db::processes::upsert_process(
+        &mut tx,
+        number.as_str(),
+        listing.court.as_deref(),
+        listing.class.as_deref(),
+        listing.subject.as_deref(),
+    )
+    .await?;
+    let documents = listed_documents(&listing);
+    if new {
+        // A case seen for the first time: every document is new and to transfer, and goes
+        // into the job as it is inserted.
+        let job_id = Uuid::new_v4();
+        let ids: Vec<Uuid> = documents.iter().map(|_| Uuid::new_v4()).collect();
+        let due = Utc::now();
+        let batches = Batches::of(job_id, &ids, svc.settings.batch_size);
+        batches.enqueue(&mut tx, due).await?;
+        let job = db::jobs::create_with_new_documents(
+            &mut tx,
+            job_id,
+            process.id,
+            &documents,
+            &ids,
+            request.force,
+            webhook_url.as_deref(),
+            &batches.task_of_document,
+            due,
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer = ids.len(), status = %job.status, "download job created");
+        return Ok((job, true));
+    }
+    db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
     if let Some(job) = reusable(&mut *tx, process.id, request.force).await? {
         tx.commit().await?;
         return Ok((job, false));
