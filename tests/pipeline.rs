@@ -1118,6 +1118,66 @@ async fn cancel_in_another_process(process: u32, kill_listener: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_lost_its_claim_stops_the_transfer_and_writes_nothing() {
+    // While a slow document (4 s) is in transfer, its claim passes to someone else, as when
+    // a worker stalls past its lease and the document is taken again. At its next heartbeat
+    // (every 250 ms) the worker stops the transfer and leaves the document alone; the other
+    // claim's lease runs out in turn, and the document is fetched again and stored.
+    let court = Court::start().await;
+    let n = number(118);
+    let docs = add_slow_documents(&court, &n, 1, 2000, Duration::from_millis(200));
+    let options = Options {
+        lease_ms: 1000,
+        sweep_ms: 200,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let id = job_id(&app.start(&n, false).await);
+    let deadline = std::time::Instant::now() + WAIT;
+    while app.court.slow_sending_now() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the transfer never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let pool = app.db.pool().await;
+    let taken = sqlx::query(
+        "UPDATE documents SET claim_token = gen_random_uuid()
+         WHERE job_id = $1 AND status = 'PROCESSING'",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(taken.rows_affected(), 1);
+    let at = std::time::Instant::now();
+    while app.court.slow_sending_now() > 0 {
+        assert!(
+            at.elapsed() < Duration::from_secs(2),
+            "the transfer went on after its claim was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.court.heal(&n, "d1");
+
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let d1 = doc(&job, "d1");
+    assert_eq!(d1["status"], "AVAILABLE", "{d1:#}");
+    assert_eq!(d1["attempts"], 2, "the lost claim counted: {d1:#}");
+    assert_eq!(app.court.gets(&n, "d1"), 2);
+    let (stored, _, _) = app
+        .object(&text(&d1["storageKey"]))
+        .await
+        .expect("object in S3");
+    assert!(stored == docs[0].bytes.to_vec(), "the court's bytes");
+    pool.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retry_failed_documents_fetches_them_again() {
     let court = Court::start().await;
     let n = number(112);

@@ -171,6 +171,9 @@ impl BatchRun {
         let mut next_lane = None;
         let mut in_flight = FuturesUnordered::new();
         let mut stops: Vec<(Uuid, AbortHandle)> = Vec::new();
+        // A heartbeat runs beside the transfers, which this loop must keep polling.
+        let mut beating: Option<JoinHandle<Result<documents::Heartbeat, crate::db::DbError>>> =
+            None;
         loop {
             while waiting
                 .front()
@@ -228,8 +231,17 @@ impl BatchRun {
                     Ok(Signal::Missed) | Err(RecvError::Lagged(_)) => self.beat.reset_immediately(),
                     Err(RecvError::Closed) => self.signals = None,
                 },
-                _ = self.beat.tick() => {
-                    let beat = documents::heartbeat(&self.svc.pool, self.token, &self.held, self.svc.settings.lease).await?;
+                _ = self.beat.tick(), if beating.is_none() => {
+                    let (svc, token, held) = (self.svc.clone(), self.token, self.held.clone());
+                    beating = Some(tokio::spawn(async move {
+                        documents::heartbeat(&svc.pool, token, &held, svc.settings.lease).await
+                    }));
+                }
+                beat = async { beating.as_mut().expect("guarded").await }, if beating.is_some() => {
+                    beating = None;
+                    let beat = beat.map_err(|e| anyhow::anyhow!("heartbeat task failed: {e}"))??;
+                    // What ended meanwhile is no longer held anyway; what the heartbeat did
+                    // not find was taken by someone else.
                     self.held.retain(|id| beat.held.contains(id));
                     self.cancelled |= !beat.job_active;
                     for (id, stop) in &stops {
