@@ -231,6 +231,40 @@ async fn queue_db(connections: u32) -> (TestDb, PgPool) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The cancellation listener
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cancellation_listener_announces_and_ends_with_its_application() {
+    use autos::jobs::cancellations::{Cancellations, Signal, CHANNEL};
+    let (_db, pool) = queue_db(4).await;
+    let cancellations = Cancellations::default();
+    let mut signals = cancellations.subscribe();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::spawn(cancellations.clone().listen(pool.clone(), stopped));
+    // Once connected, it says that anything sent before may have been missed.
+    let first = tokio::time::timeout(WAIT, signals.recv()).await;
+    assert_eq!(first.unwrap().unwrap(), Signal::Missed);
+
+    let job = uuid::Uuid::new_v4();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(job.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(WAIT, signals.recv()).await;
+    assert_eq!(heard.unwrap().unwrap(), Signal::Cancelled(job));
+
+    // The application goes away without stopping it: the listener ends all the same.
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), listener)
+        .await
+        .expect("the listener outlived its application")
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
 // (a) several workers, several processes: a document is transferred once
 // ---------------------------------------------------------------------------------------------
 

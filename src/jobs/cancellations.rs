@@ -46,7 +46,8 @@ impl Cancellations {
         let _ = self.0.send(signal);
     }
 
-    /// Listens for cancellations on `pool`'s database until `stop`, announcing each.
+    /// Listens for cancellations on `pool`'s database until `stop` changes (or its sender is
+    /// dropped), announcing each.
     pub async fn listen(self, pool: PgPool, mut stop: watch::Receiver<bool>) {
         let mut listener = None;
         loop {
@@ -54,7 +55,11 @@ impl Cancellations {
                 return;
             }
             let Some(active) = listener.as_mut() else {
-                match connect(&pool).await {
+                let connected = tokio::select! {
+                    connected = connect(&pool) => connected,
+                    _ = stop.changed() => return,
+                };
+                match connected {
                     Ok(connected) => {
                         listener = Some(connected);
                         // Whatever was sent while there was no listener is lost.
@@ -64,14 +69,15 @@ impl Cancellations {
                         tracing::warn!(error = %err, "cannot listen for cancellations; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                            _ = stop.changed() => {}
+                            // Stopping, or the application is gone.
+                            _ = stop.changed() => return,
                         }
                     }
                 }
                 continue;
             };
             tokio::select! {
-                _ = stop.changed() => {}
+                _ = stop.changed() => return,
                 // `try_recv`, not `recv`: a lost connection must be seen, not silently
                 // replaced, so that the batches hear that notifications may be missing.
                 received = active.try_recv() => match received {
