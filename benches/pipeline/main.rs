@@ -334,10 +334,25 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         .await
         .unwrap();
 
+    // AUTOS_BIN_B=path measures a second build in the same rounds, next to the first: the
+    // two alternate who goes first, and each round gives the ratio of B's time to A's.
+    let builds: Vec<String> = std::iter::once(autos_binary())
+        .chain(std::env::var("AUTOS_BIN_B").ok())
+        .collect();
+    let compare = builds.len() == 2;
     println!("throughput: {count} documents of {size} bytes, {workers} workers, {rounds} rounds");
-    println!("| round | plain loop (s) | autos (s) | ratio |");
-    println!("|---|---|---|---|");
-    let mut ratios = Vec::new();
+    if compare {
+        println!("A = {}, B = {}", builds[0], builds[1]);
+        println!(
+            "| round | plain loop (s) | autos A (s) | autos B (s) | ratio A | ratio B | B / A |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+    } else {
+        println!("| round | plain loop (s) | autos (s) | ratio |");
+        println!("|---|---|---|---|");
+    }
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
+    let mut b_over_a = Vec::new();
     for round in 1..=rounds {
         // Alternate which side goes first, so neither always meets the other's leftovers
         // (page cache, freed inodes) in the store's file system.
@@ -355,66 +370,66 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
             println!("| {round} | {:.3} | - | - |", plain.as_secs_f64());
             continue;
         }
-        // autos runs as deployed: its own process (`autos all`), 4 workers.
-        let db = fresh_database(admin).await;
-        let addr = format!("127.0.0.1:{}", free_port());
-        let db_url = autos_database_url(&db);
-        let mut child = spawn_autos(
-            "all",
-            &db_url,
-            s3.endpoint(),
-            &court,
-            &[
-                ("AUTOS_BIND", addr.clone()),
-                ("AUTOS_WORKERS", workers.to_string()),
-                (
-                    "AUTOS_BATCH_SIZE",
-                    std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "5".into()),
-                ),
-            ],
-        );
-        wait_ready(&addr).await;
-        // A service that has been up for more than a moment has its database connections open
-        // and their caches warm: one small job first, on another case, untimed. (BENCH_COLD=1
-        // times the first job of a fresh process instead.)
-        if std::env::var_os("BENCH_COLD").is_none() {
-            run_job(&addr, WARM_UP).await;
+        let mut order: Vec<usize> = (0..builds.len()).collect();
+        if round % 4 >= 2 {
+            order.reverse();
         }
-        let pid = child.id().unwrap_or_default().to_string();
-        profile_pause(&format!("autos pid {pid}: the timed job")).await;
-        let cpu = cpu_seconds();
-        let child_cpu = cpu_seconds_of(&pid);
-        let pg_before = postgres_cpu();
-        let (took, job) = run_job(&addr, number).await;
-        let autos_cpu = cpu_seconds() - cpu;
-        let child_cpu = cpu_seconds_of(&pid) - child_cpu;
-        let (pg_cpu, pg_kinds) = postgres_cpu_since(&pg_before);
-        assert_eq!(job["status"], "COMPLETED", "{job}");
-        let _ = child.kill().await;
-        drop_database(admin, &db).await;
+        let mut took = vec![Duration::ZERO; builds.len()];
+        for &b in &order {
+            took[b] =
+                timed_autos_job(admin, &builds[b], s3.endpoint(), &court, number, workers).await;
+        }
         if !plain_first && side != "autos" {
             let cpu = cpu_seconds();
             plain = plain_loop(&court, number, &shas, &storage, workers).await;
             plain_cpu = cpu_seconds() - cpu;
         }
         if std::env::var_os("BENCH_VERBOSE").is_some() {
-            eprintln!("CPU seconds: harness (court, store, client) plain {plain_cpu:.2}, autos {autos_cpu:.2}; the autos process {child_cpu:.2}; PostgreSQL {pg_cpu:.2} ({pg_kinds:?})");
+            eprintln!("CPU seconds: harness (court, store, client) plain {plain_cpu:.2}");
         }
+        let secs: Vec<f64> = took.iter().map(Duration::as_secs_f64).collect();
         if side == "autos" {
-            println!("| {round} | - | {:.3} | - |", took.as_secs_f64());
+            let times: Vec<String> = secs.iter().map(|t| format!("{t:.3}")).collect();
+            println!("| {round} | - | {} | - |", times.join(" | "));
             continue;
         }
-        let ratio = took.as_secs_f64() / plain.as_secs_f64();
-        ratios.push(ratio);
-        println!(
-            "| {round} | {:.3} | {:.3} | {:.2} |",
-            plain.as_secs_f64(),
-            took.as_secs_f64(),
-            ratio
-        );
+        let round_ratios: Vec<f64> = secs.iter().map(|t| t / plain.as_secs_f64()).collect();
+        for (all, ratio) in ratios.iter_mut().zip(&round_ratios) {
+            all.push(*ratio);
+        }
+        if compare {
+            b_over_a.push(secs[1] / secs[0]);
+            println!(
+                "| {round} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.3} |",
+                plain.as_secs_f64(),
+                secs[0],
+                secs[1],
+                round_ratios[0],
+                round_ratios[1],
+                secs[1] / secs[0]
+            );
+        } else {
+            println!(
+                "| {round} | {:.3} | {:.3} | {:.2} |",
+                plain.as_secs_f64(),
+                secs[0],
+                round_ratios[0]
+            );
+        }
     }
-    ratios.sort_by(f64::total_cmp);
-    if let Some(median) = ratios.get(ratios.len() / 2) {
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    if compare {
+        if let (Some(a), Some(b), Some(ba)) = (
+            median(&mut ratios[0]),
+            median(&mut ratios[1]),
+            median(&mut b_over_a),
+        ) {
+            println!("median ratio autos / plain loop: A {a:.2}, B {b:.2}; median B / A per round: {ba:.3}");
+        }
+    } else if let Some(median) = median(&mut ratios[0]) {
         println!("median ratio autos / plain loop: {median:.2}");
     }
     s3.shutdown();
@@ -499,6 +514,60 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// One timed job of autos as deployed: its own process (`autos all`, `binary`) on a fresh
+/// database, warmed up with a small job first (unless `BENCH_COLD`), timed from the
+/// `startDownload` request to the job's `completedAt`.
+async fn timed_autos_job(
+    admin: &str,
+    binary: &str,
+    s3: &str,
+    court: &str,
+    number: &str,
+    workers: usize,
+) -> Duration {
+    let db = fresh_database(admin).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let db_url = autos_database_url(&db);
+    let mut child = spawn_autos_binary(
+        binary,
+        "all",
+        &db_url,
+        s3,
+        court,
+        &[
+            ("AUTOS_BIND", addr.clone()),
+            ("AUTOS_WORKERS", workers.to_string()),
+            (
+                "AUTOS_BATCH_SIZE",
+                std::env::var("BENCH_BATCH_SIZE").unwrap_or_else(|_| "5".into()),
+            ),
+        ],
+    );
+    wait_ready(&addr).await;
+    // A service that has been up for more than a moment has its database connections open
+    // and their caches warm: one small job first, on another case, untimed. (BENCH_COLD=1
+    // times the first job of a fresh process instead.)
+    if std::env::var_os("BENCH_COLD").is_none() {
+        run_job(&addr, WARM_UP).await;
+    }
+    let pid = child.id().unwrap_or_default().to_string();
+    profile_pause(&format!("autos pid {pid}: the timed job")).await;
+    let cpu = cpu_seconds();
+    let child_cpu = cpu_seconds_of(&pid);
+    let pg_before = postgres_cpu();
+    let (took, job) = run_job(&addr, number).await;
+    let autos_cpu = cpu_seconds() - cpu;
+    let child_cpu = cpu_seconds_of(&pid) - child_cpu;
+    let (pg_cpu, pg_kinds) = postgres_cpu_since(&pg_before);
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let _ = child.kill().await;
+    drop_database(admin, &db).await;
+    if std::env::var_os("BENCH_VERBOSE").is_some() {
+        eprintln!("CPU seconds while {binary} ran: harness (court, store) {autos_cpu:.2}; the autos process {child_cpu:.2}; PostgreSQL {pg_cpu:.2} ({pg_kinds:?})");
+    }
+    took
+}
+
 /// Runs the release `autos` binary (`AUTOS_BIN`, default `target/release/autos`) with
 /// `command`, pointed at this harness's database, store and court.
 pub(crate) fn spawn_autos(
@@ -508,8 +577,24 @@ pub(crate) fn spawn_autos(
     court: &str,
     extra: &[(&str, String)],
 ) -> tokio::process::Child {
-    let binary = std::env::var("AUTOS_BIN").unwrap_or_else(|_| "target/release/autos".into());
-    let mut cmd = tokio::process::Command::new(&binary);
+    spawn_autos_binary(&autos_binary(), command, db, s3, court, extra)
+}
+
+/// The `autos` binary to measure: `AUTOS_BIN`, default `target/release/autos`.
+fn autos_binary() -> String {
+    std::env::var("AUTOS_BIN").unwrap_or_else(|_| "target/release/autos".into())
+}
+
+/// [`spawn_autos`] with a given binary.
+fn spawn_autos_binary(
+    binary: &str,
+    command: &str,
+    db: &str,
+    s3: &str,
+    court: &str,
+    extra: &[(&str, String)],
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(binary);
     cmd.arg(command)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
