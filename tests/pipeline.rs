@@ -393,6 +393,11 @@ async fn a_checksum_mismatch_fails_the_document_and_stores_nothing() {
         .is_none());
     let keys = app.keys().await;
     assert!(keys.is_empty(), "nothing half-written: {keys:?}");
+    assert_eq!(
+        unfinished_parts(&app.s3.dir),
+        0,
+        "the failed multipart uploads were aborted"
+    );
     app.stop().await;
 }
 
@@ -1115,6 +1120,71 @@ async fn cancel_in_another_process(process: u32, kill_listener: bool) {
     assert!(api.keys().await.is_empty(), "nothing was stored");
     worker.stop().await;
     api.stop().await;
+}
+
+/// Parts of multipart uploads neither completed nor aborted, in the store's files.
+fn unfinished_parts(dir: &std::path::Path) -> usize {
+    let mut found = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".upload_id-")
+            {
+                found += 1;
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transfer_stopped_mid_upload_leaves_no_parts_behind() {
+    // A 20 MiB document streams slowly (1 MiB every 200 ms): once its first 8 MiB part is in
+    // the store, the job is cancelled. The transfer is dropped where it stands, and its
+    // multipart upload is aborted: no part stays in the bucket, no object appears.
+    let court = Court::start().await;
+    let n = number(119);
+    let big = Doc::new("d1", "grande.pdf", bytes(20 * 1024 * 1024, 9));
+    court.add_process(&n, vec![big]);
+    court.fail_always(
+        &n,
+        "d1",
+        Fault::Slow {
+            chunk: 1024 * 1024,
+            every: Duration::from_millis(200),
+        },
+    );
+    let app = TestApp::spawn(court).await;
+    let id = job_id(&app.start(&n, false).await);
+    let deadline = std::time::Instant::now() + WAIT;
+    while unfinished_parts(&app.s3.dir) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no part was uploaded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cancelled = cancel(&app, &id).await;
+    assert_eq!(
+        cancelled["data"]["cancelJob"]["status"], "CANCELLED",
+        "{cancelled:#}"
+    );
+    let at = std::time::Instant::now();
+    while unfinished_parts(&app.s3.dir) > 0 {
+        assert!(
+            at.elapsed() < Duration::from_secs(5),
+            "parts left behind {:?} after the cancellation",
+            at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.keys().await.is_empty(), "nothing was stored");
+    let job = app.job(&id).await;
+    assert_eq!(doc(&job, "d1")["status"], "PENDING", "{job:#}");
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -276,9 +276,9 @@ impl Storage {
         .await;
 
         if result.is_err() {
-            if let Some(upload) = multipart {
+            if let Some(upload) = multipart.as_mut() {
                 if !upload.completed {
-                    self.abort_multipart(key, &upload.id).await;
+                    self.abort_multipart(upload, key).await;
                 }
             }
         }
@@ -308,6 +308,12 @@ impl Storage {
             id: id.to_string(),
             parts: Vec::new(),
             completed: false,
+            unfinished: Unfinished(Some((
+                self.client.clone(),
+                self.bucket.clone(),
+                key.to_string(),
+                id.to_string(),
+            ))),
         })
     }
 
@@ -358,21 +364,13 @@ impl Storage {
             .await
             .map_err(|e| UploadError::Storage(describe(e)))?;
         upload.completed = true;
+        upload.unfinished.settled();
         Ok(())
     }
 
-    async fn abort_multipart(&self, key: &str, upload_id: &str) {
-        let aborted = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await;
-        if let Err(err) = aborted {
-            tracing::warn!(key, error = %describe(err), "could not abort a multipart upload");
-        }
+    async fn abort_multipart(&self, upload: &mut Multipart, key: &str) {
+        abort_upload(&self.client, &self.bucket, key, &upload.id).await;
+        upload.unfinished.settled();
     }
 
     /// A presigned GET URL for `key`, offering `file_name` as the download name.
@@ -442,6 +440,49 @@ struct Multipart {
     id: String,
     parts: Vec<CompletedPart>,
     completed: bool,
+    /// Aborts the upload if it is dropped unfinished.
+    unfinished: Unfinished,
+}
+
+/// An upload that is neither completed nor aborted. Dropping it — the transfer's future was
+/// dropped mid-way, because its job was cancelled or its claim lost — aborts the upload in
+/// the background, as an error would have, so that its parts do not linger in the bucket.
+struct Unfinished(Option<(aws_sdk_s3::Client, String, String, String)>);
+
+impl Unfinished {
+    /// The upload was completed or aborted: nothing to do on drop.
+    fn settled(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some((client, bucket, key, id)) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { abort_upload(&client, &bucket, &key, &id).await });
+            }
+            Err(_) => {
+                tracing::warn!(%key, "multipart upload left unfinished (no runtime to abort it)")
+            }
+        }
+    }
+}
+
+async fn abort_upload(client: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) {
+    let aborted = client
+        .abort_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await;
+    if let Err(err) = aborted {
+        tracing::warn!(key, error = %describe(err), "could not abort a multipart upload");
+    }
 }
 
 /// Start of the signing window that contains `now`.
