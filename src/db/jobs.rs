@@ -293,16 +293,11 @@ pub async fn create_with_new_documents(
     } else {
         JobStatus::Queued
     };
-    let source_ids: Vec<&str> = documents.iter().map(|d| d.source_id).collect();
-    let names: Vec<&str> = documents.iter().map(|d| d.name).collect();
-    let kinds: Vec<Option<&str>> = documents.iter().map(|d| d.kind).collect();
-    let mimes: Vec<Option<&str>> = documents.iter().map(|d| d.mime_type).collect();
-    let urls: Vec<&str> = documents.iter().map(|d| d.url).collect();
-    let sizes: Vec<Option<i64>> = documents.iter().map(|d| d.size).collect();
-    let shas: Vec<Option<&str>> = documents.iter().map(|d| d.sha256).collect();
+    let columns = super::processes::ListingColumns::of(documents);
     // Foreign keys are checked at the end of the statement, when the job row exists.
-    let job: JobRow = sqlx::query_as(
-        "WITH job AS (
+    let job: JobRow = super::processes::bind_listing!(
+        sqlx::query_as(
+            "WITH job AS (
             INSERT INTO download_jobs (id, process_id, status, forced, total, pending,
                                        processing, available, webhook_url, completed_at)
             VALUES ($1, $2, $3, $16, $4, $4, 0, 0, $5, CASE WHEN $4 = 0 THEN now() END)
@@ -323,20 +318,15 @@ pub async fn create_with_new_documents(
             INSERT INTO job_documents (job_id, document_id, position)
             SELECT $1, id, ord::int - 1 FROM listed)
          SELECT * FROM job",
+        )
+        .bind(job_id)
+        .bind(process_id)
+        .bind(status.as_str())
+        .bind(n as i32)
+        .bind(webhook_url)
+        .bind(ids),
+        columns
     )
-    .bind(job_id)
-    .bind(process_id)
-    .bind(status.as_str())
-    .bind(n as i32)
-    .bind(webhook_url)
-    .bind(ids)
-    .bind(&source_ids)
-    .bind(&names)
-    .bind(&kinds)
-    .bind(&mimes)
-    .bind(&urls)
-    .bind(&sizes)
-    .bind(&shas)
     .bind(tasks)
     .bind(due)
     .bind(forced)

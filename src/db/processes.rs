@@ -42,6 +42,47 @@ pub struct ListedDocument<'a> {
     pub sha256: Option<&'a str>,
 }
 
+/// A listing as column arrays, for `UNNEST`, in the listing's order.
+pub(crate) struct ListingColumns<'a> {
+    pub(crate) source_ids: Vec<&'a str>,
+    pub(crate) names: Vec<&'a str>,
+    pub(crate) kinds: Vec<Option<&'a str>>,
+    pub(crate) mime_types: Vec<Option<&'a str>>,
+    pub(crate) urls: Vec<&'a str>,
+    pub(crate) sizes: Vec<Option<i64>>,
+    pub(crate) sha256s: Vec<Option<&'a str>>,
+}
+
+impl<'a> ListingColumns<'a> {
+    pub(crate) fn of(documents: &[ListedDocument<'a>]) -> Self {
+        ListingColumns {
+            source_ids: documents.iter().map(|d| d.source_id).collect(),
+            names: documents.iter().map(|d| d.name).collect(),
+            kinds: documents.iter().map(|d| d.kind).collect(),
+            mime_types: documents.iter().map(|d| d.mime_type).collect(),
+            urls: documents.iter().map(|d| d.url).collect(),
+            sizes: documents.iter().map(|d| d.size).collect(),
+            sha256s: documents.iter().map(|d| d.sha256).collect(),
+        }
+    }
+}
+
+/// Binds a [`ListingColumns`] to the next seven parameters of a query: source ids, names,
+/// kinds, MIME types, URLs, sizes, SHA-256s (`text[]` but `bigint[]` for sizes).
+macro_rules! bind_listing {
+    ($query:expr, $columns:expr) => {
+        $query
+            .bind(&$columns.source_ids)
+            .bind(&$columns.names)
+            .bind(&$columns.kinds)
+            .bind(&$columns.mime_types)
+            .bind(&$columns.urls)
+            .bind(&$columns.sizes)
+            .bind(&$columns.sha256s)
+    };
+}
+pub(crate) use bind_listing;
+
 /// The process with this number, if known.
 pub async fn find_by_number(
     db: impl PgExecutor<'_>,
@@ -125,32 +166,23 @@ pub async fn upsert_documents(
     process_id: Uuid,
     documents: &[ListedDocument<'_>],
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = documents.iter().map(|d| d.source_id).collect();
-    let positions: Vec<i32> = (0..documents.len() as i32).collect();
-    let names: Vec<&str> = documents.iter().map(|d| d.name).collect();
-    let kinds: Vec<Option<&str>> = documents.iter().map(|d| d.kind).collect();
-    let mimes: Vec<Option<&str>> = documents.iter().map(|d| d.mime_type).collect();
-    let urls: Vec<&str> = documents.iter().map(|d| d.url).collect();
-    let sizes: Vec<Option<i64>> = documents.iter().map(|d| d.size).collect();
-    let shas: Vec<Option<&str>> = documents.iter().map(|d| d.sha256).collect();
-    sqlx::query(
-        "INSERT INTO documents (process_id, source_id, position, name, kind, mime_type, url, size, sha256)
-         SELECT $1, * FROM UNNEST($2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                                  $7::text[], $8::bigint[], $9::text[])
-         ON CONFLICT (process_id, source_id) DO UPDATE
-            SET position = EXCLUDED.position, name = EXCLUDED.name, kind = EXCLUDED.kind,
-                mime_type = EXCLUDED.mime_type, url = EXCLUDED.url, size = EXCLUDED.size,
-                sha256 = EXCLUDED.sha256, listed = true, updated_at = now()",
+    let columns = ListingColumns::of(documents);
+    bind_listing!(
+        sqlx::query(
+            "INSERT INTO documents (process_id, source_id, name, kind, mime_type, url, size,
+                                   sha256, position)
+             SELECT $1, source_id, name, kind, mime_type, url, size, sha256, ord::int - 1
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::bigint[], $8::text[])
+                 WITH ORDINALITY AS t(source_id, name, kind, mime_type, url, size, sha256, ord)
+             ON CONFLICT (process_id, source_id) DO UPDATE
+                SET position = EXCLUDED.position, name = EXCLUDED.name, kind = EXCLUDED.kind,
+                    mime_type = EXCLUDED.mime_type, url = EXCLUDED.url, size = EXCLUDED.size,
+                    sha256 = EXCLUDED.sha256, listed = true, updated_at = now()",
+        )
+        .bind(process_id),
+        columns
     )
-    .bind(process_id)
-    .bind(&ids)
-    .bind(&positions)
-    .bind(&names)
-    .bind(&kinds)
-    .bind(&mimes)
-    .bind(&urls)
-    .bind(&sizes)
-    .bind(&shas)
     .execute(&mut *conn)
     .await?;
 
@@ -159,7 +191,7 @@ pub async fn upsert_documents(
          WHERE process_id = $1 AND listed AND NOT (source_id = ANY($2))",
     )
     .bind(process_id)
-    .bind(&ids)
+    .bind(&columns.source_ids)
     .execute(&mut *conn)
     .await?;
 
