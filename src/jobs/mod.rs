@@ -303,12 +303,14 @@ pub async fn start_download(
     )
     .await?;
     let documents = listed_documents(&listing);
-    if new {
+    // The job's id is chosen here, so that its batch tasks can be enqueued first and every
+    // document joins the job with its task in one pass.
+    let job_id = Uuid::new_v4();
+    let due = Utc::now();
+    let (job, to_transfer) = if new {
         // A case seen for the first time: every document is new and to transfer, and goes
         // into the job as it is inserted.
-        let job_id = Uuid::new_v4();
         let ids: Vec<Uuid> = documents.iter().map(|_| Uuid::new_v4()).collect();
-        let due = Utc::now();
         let batches = Batches::of(job_id, &ids, svc.settings.batch_size);
         batches.enqueue(&mut tx, due).await?;
         let job = db::jobs::create_with_new_documents(
@@ -323,34 +325,30 @@ pub async fn start_download(
             due,
         )
         .await?;
-        tx.commit().await?;
-        tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer = ids.len(), status = %job.status, "download job created");
-        return Ok((job, true));
-    }
-    db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
-    if let Some(job) = reusable(&mut *tx, process.id, request.force).await? {
-        tx.commit().await?;
-        return Ok((job, false));
-    }
-    // The job's id is chosen here, so that its batch tasks can be enqueued first and every
-    // document joins the job with its task in one pass.
-    let plan = db::jobs::plan(&mut tx, process.id, request.force).await?;
-    let job_id = Uuid::new_v4();
-    let due = Utc::now();
-    let batches = Batches::of(job_id, &plan.to_transfer, svc.settings.batch_size);
-    batches.enqueue(&mut tx, due).await?;
-    let job = db::jobs::create(
-        &mut tx,
-        job_id,
-        &plan,
-        request.force,
-        webhook_url.as_deref(),
-        &batches.task_of_document,
-        due,
-    )
-    .await?;
+        (job, ids.len())
+    } else {
+        db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
+        if let Some(job) = reusable(&mut *tx, process.id, request.force).await? {
+            tx.commit().await?;
+            return Ok((job, false));
+        }
+        let plan = db::jobs::plan(&mut tx, process.id, request.force).await?;
+        let batches = Batches::of(job_id, &plan.to_transfer, svc.settings.batch_size);
+        batches.enqueue(&mut tx, due).await?;
+        let job = db::jobs::create(
+            &mut tx,
+            job_id,
+            &plan,
+            request.force,
+            webhook_url.as_deref(),
+            &batches.task_of_document,
+            due,
+        )
+        .await?;
+        (job, plan.to_transfer.len())
+    };
     tx.commit().await?;
-    tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer = plan.to_transfer.len(), status = %job.status, "download job created");
+    tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer, status = %job.status, "download job created");
     Ok((job, true))
 }
 
