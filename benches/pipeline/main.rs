@@ -528,7 +528,7 @@ async fn timed_autos_job(
     let db = fresh_database(admin).await;
     let addr = format!("127.0.0.1:{}", free_port());
     let db_url = autos_database_url(&db);
-    let mut child = spawn_autos_binary(
+    let mut child = spawn_autos(
         binary,
         "all",
         &db_url,
@@ -568,25 +568,14 @@ async fn timed_autos_job(
     took
 }
 
-/// Runs the release `autos` binary (`AUTOS_BIN`, default `target/release/autos`) with
-/// `command`, pointed at this harness's database, store and court.
-pub(crate) fn spawn_autos(
-    command: &str,
-    db: &str,
-    s3: &str,
-    court: &str,
-    extra: &[(&str, String)],
-) -> tokio::process::Child {
-    spawn_autos_binary(&autos_binary(), command, db, s3, court, extra)
-}
-
 /// The `autos` binary to measure: `AUTOS_BIN`, default `target/release/autos`.
-fn autos_binary() -> String {
+pub(crate) fn autos_binary() -> String {
     std::env::var("AUTOS_BIN").unwrap_or_else(|_| "target/release/autos".into())
 }
 
-/// [`spawn_autos`] with a given binary.
-fn spawn_autos_binary(
+/// Runs the `autos` binary `binary` (usually [`autos_binary`]) with `command`, pointed at
+/// this harness's database, store and court.
+pub(crate) fn spawn_autos(
     binary: &str,
     command: &str,
     db: &str,
@@ -656,6 +645,7 @@ async fn memory(admin: &str, size: usize) {
         .unwrap();
     let addr = app.addr.unwrap().to_string();
     let mut child = spawn_autos(
+        &autos_binary(),
         "work",
         &db,
         s3.endpoint(),

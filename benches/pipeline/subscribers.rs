@@ -8,8 +8,8 @@
 //! CPU its fan-out used.
 
 use super::{
-    cpu_seconds_of, drop_database, free_port, fresh_database, gql, profile_pause, spawn_autos,
-    wait_ready, KEY, SECRET,
+    autos_binary, cpu_seconds_of, drop_database, free_port, fresh_database, gql, profile_pause,
+    spawn_autos, wait_ready, KEY, SECRET,
 };
 use autos::embedded::s3::EmbeddedS3;
 use axum::extract::{Path, State};
@@ -161,6 +161,7 @@ pub async fn run(admin: &str, count: usize) {
     let db = fresh_database(admin).await;
     let addr = format!("127.0.0.1:{}", free_port());
     let mut serve = spawn_autos(
+        &autos_binary(),
         "serve",
         &db,
         s3.endpoint(),
@@ -169,6 +170,7 @@ pub async fn run(admin: &str, count: usize) {
     );
     wait_ready(&addr).await;
     let mut work = spawn_autos(
+        &autos_binary(),
         "work",
         &db,
         s3.endpoint(),
