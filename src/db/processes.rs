@@ -110,7 +110,6 @@ pub async fn find_by_ids(
 /// The process row stays locked until the caller's transaction ends, which serializes
 /// everything that creates jobs for one process. Documents the source no longer lists are
 /// kept, marked `listed = false`.
-#[allow(clippy::too_many_arguments)]
 pub async fn upsert_listing(
     conn: &mut PgConnection,
     number: &str,
