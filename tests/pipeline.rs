@@ -888,6 +888,172 @@ async fn a_process_never_transfers_more_documents_at_once_than_it_has_workers() 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Final transitions, written together
+// ---------------------------------------------------------------------------------------------
+
+/// How many statements wrote the final transitions of `job`'s documents: one statement
+/// gives every row it writes the same `stored_at` (its transaction's time).
+async fn settling_writes(app: &TestApp, job: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(DISTINCT stored_at) FROM documents WHERE job_id = $1")
+        .bind(uuid::Uuid::parse_str(job).unwrap())
+        .fetch_one(&app.services().pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn documents_of_several_batches_ending_close_together_are_written_together() {
+    // Four batches of one document on four workers, each document sent slowly, ending about
+    // 40 ms apart (200, 240, 280 and 320 ms): while the process is busy their final
+    // transitions wait for the settle window and go together, instead of one write per batch
+    // (or per document).
+    let court = Court::start().await;
+    let n = number(123);
+    let docs: Vec<Doc> = (0..4)
+        .map(|i| {
+            Doc::new(
+                &format!("d{i}"),
+                &format!("doc{i}.pdf"),
+                bytes(1000 + 200 * i, i as u8),
+            )
+        })
+        .collect();
+    court.add_process(&n, docs.clone());
+    for doc in &docs {
+        let every = Duration::from_millis(20);
+        court.fail_always(&n, &doc.id, Fault::Slow { chunk: 100, every });
+    }
+    let options = Options {
+        workers: 4,
+        batch_size: 1,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    assert_eq!(job["counts"]["available"], 4, "{job:#}");
+    for doc in &docs {
+        assert_eq!(app.court.gets(&n, &doc.id), 1, "{}", doc.id);
+        let (stored, _, _) = app
+            .object(&format!("processos/{n}/documentos/{}/{}", doc.id, doc.name))
+            .await
+            .expect("object in S3");
+        assert_eq!(stored, doc.bytes.to_vec());
+    }
+    let writes = settling_writes(&app, &id).await;
+    assert!(
+        writes < docs.len() as i64,
+        "4 documents of 4 batches ending 40 ms apart took {writes} writes"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_jobs_ending_together_in_one_process_each_end_right() {
+    // Two cases, two slow documents each, all four transferred at once in one process: the
+    // writes that gather them keep each job's counts and ending its own.
+    let court = Court::start().await;
+    let (a, b) = (number(125), number(126));
+    let docs_a = add_slow_documents(&court, &a, 2, 300, Duration::from_millis(100));
+    let docs_b = add_slow_documents(&court, &b, 2, 300, Duration::from_millis(100));
+    let options = Options {
+        workers: 4,
+        batch_size: 1,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let (id_a, id_b) = tokio::join!(app.start(&a, false), app.start(&b, false));
+    for (id, n, docs) in [(job_id(&id_a), &a, &docs_a), (job_id(&id_b), &b, &docs_b)] {
+        let job = app.wait_terminal(&id, WAIT).await;
+        assert_eq!(job["status"], "COMPLETED", "{job:#}");
+        assert_eq!(job["counts"]["available"], 2, "{job:#}");
+        assert_eq!(job["counts"]["processing"], 0, "{job:#}");
+        for d in docs {
+            assert_eq!(doc(&job, &d.id)["status"], "AVAILABLE", "{job:#}");
+            let key = format!("processos/{n}/documentos/{}/{}", d.id, d.name);
+            let (stored, _, _) = app.object(&key).await.expect("object in S3");
+            assert_eq!(stored, d.bytes.to_vec());
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_settler_writes_what_it_holds_when_closed_and_what_comes_after() {
+    use autos::db::documents::{self, Outcome, Settling};
+    use autos::jobs::settler::Settler;
+    // No workers: this test claims the documents and hands their endings to a settler itself.
+    let court = Court::start().await;
+    let n = number(124);
+    court.add_process(
+        &n,
+        (1..=4)
+            .map(|i| Doc::new(&format!("d{i}"), &format!("d{i}.pdf"), bytes(100, i)))
+            .collect(),
+    );
+    let options = Options {
+        role: Role::SERVE,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let id = job_id(&app.start(&n, false).await);
+    let job = uuid::Uuid::parse_str(&id).unwrap();
+    let pool = app.services().pool.clone();
+    let ids: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM documents WHERE job_id = $1 ORDER BY position")
+            .bind(job)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let batch = documents::claim_batch(&pool, job, &ids, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(batch.claims.len(), 4);
+    let stored = |document: uuid::Uuid| Settling {
+        token: batch.token,
+        document,
+        outcome: Outcome::Stored {
+            key: format!("k/{document}"),
+            sha256: "0".repeat(64),
+            size: 100,
+            content_type: "application/pdf".into(),
+        },
+    };
+    let tracker = tokio_util::task::TaskTracker::new();
+    let settler = Settler::start(pool.clone(), &tracker);
+    // The first ending after a quiet moment is written at once; the next ones, handed over
+    // while the process is busy, wait for the window — and the settler is closed meanwhile.
+    settler.settle(job, vec![stored(ids[0])], false);
+    settler.settle(job, vec![stored(ids[1]), stored(ids[2])], false);
+    settler.close();
+    tracker.close();
+    tracker.wait().await;
+    let available = |ids: Vec<uuid::Uuid>| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM documents WHERE id = ANY($1) AND status = 'AVAILABLE'",
+            )
+            .bind(ids)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(available(ids[..3].to_vec()).await, 3, "held when closed");
+    assert_eq!(app.job(&id).await["status"], "RUNNING");
+    // Handed over after the settler ended (a batch finishing late in a shutdown): still written.
+    settler.settle(job, vec![stored(ids[3])], false);
+    tracker.wait().await;
+    assert_eq!(available(ids.clone()).await, 4);
+    let ended = app.job(&id).await;
+    assert_eq!(ended["status"], "COMPLETED", "{ended:#}");
+    assert_eq!(ended["counts"]["available"], 4, "{ended:#}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cancel and retry
 // ---------------------------------------------------------------------------------------------
 

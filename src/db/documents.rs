@@ -314,6 +314,17 @@ impl Outcome {
     }
 }
 
+/// A claimed document's final transition, to be written.
+#[derive(Debug, Clone)]
+pub struct Settling {
+    /// The claim's token.
+    pub token: Uuid,
+    /// The document.
+    pub document: Uuid,
+    /// How its attempt ended.
+    pub outcome: Outcome,
+}
+
 /// Ends a claim with `outcome`: see [`settle_many`]. Run it in a transaction when something
 /// must commit with it.
 pub async fn settle(
@@ -322,23 +333,30 @@ pub async fn settle(
     token: Uuid,
     outcome: &Outcome,
 ) -> Result<Option<JobRow>, DbError> {
-    settle_many(conn, token, &[(document_id, outcome.clone())]).await
+    let settling = Settling {
+        token,
+        document: document_id,
+        outcome: outcome.clone(),
+    };
+    Ok(settle_many(conn, &[settling]).await?.pop())
 }
 
-/// Ends claims of one job held with `token`, each with its outcome: the documents'
-/// compare-and-set and the job's counts in one statement; then, if that left the job with no
-/// open document, the job's terminal transition. Returns the job as it is afterwards, or
-/// `None` if none of the claims was still valid (nothing was changed; a claim no longer
-/// valid is left as it is).
+/// Ends claims, each with its token and outcome: the documents' compare-and-set and their
+/// jobs' counts in one statement; then, for a job that this left with no open document, the
+/// job's terminal transition. Returns the jobs as they are afterwards (none if none of the
+/// claims was still valid: nothing was changed; a claim no longer valid is left as it is).
+///
+/// The statement locks the row of each job it touches: writers that may run at once should
+/// give it the documents of one job at a time, so that they cannot deadlock.
 pub async fn settle_many(
     conn: &mut PgConnection,
-    token: Uuid,
-    ended: &[(Uuid, Outcome)],
-) -> Result<Option<JobRow>, DbError> {
+    ended: &[Settling],
+) -> Result<Vec<JobRow>, DbError> {
     if ended.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let n = ended.len();
+    let mut tokens = Vec::with_capacity(n);
     let mut ids = Vec::with_capacity(n);
     let mut statuses = Vec::with_capacity(n);
     let mut errors: Vec<Option<&str>> = Vec::with_capacity(n);
@@ -348,9 +366,16 @@ pub async fn settle_many(
     let mut content_types: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut due: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut tasks: Vec<Option<Uuid>> = Vec::with_capacity(n);
-    for (id, outcome) in ended {
+    for Settling {
+        token,
+        document: id,
+        outcome,
+        ..
+    } in ended
+    {
         let to = outcome.status();
         DocumentStatus::Processing.check(to)?;
+        tokens.push(*token);
         ids.push(*id);
         statuses.push(to.as_str());
         let (mut error, mut stored, mut retry) = (None, None, None);
@@ -379,12 +404,13 @@ pub async fn settle_many(
         due.push(retry.map(|r| r.0));
         tasks.push(retry.map(|r| r.1));
     }
-    let job: Option<JobRow> = sqlx::query_as(
+    let touched: Vec<JobRow> = sqlx::query_as(
         "WITH ended AS (
-            SELECT * FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                 $7::bigint[], $8::text[], $9::timestamptz[], $10::uuid[])
-                AS t(id, status, last_error, storage_key, sha256, size, content_type,
-                     next_attempt_at, task_id)),
+            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
+                                 $10::uuid[])
+                AS t(claim_token, id, status, last_error, storage_key, sha256, size,
+                     content_type, next_attempt_at, task_id)),
          settled AS (
             UPDATE documents d SET status = e.status, last_error = e.last_error,
                    storage_key = coalesce(e.storage_key, d.storage_key),
@@ -397,7 +423,7 @@ pub async fn settle_many(
                    task_id = CASE WHEN e.status = 'PENDING' THEN e.task_id ELSE d.task_id END,
                    lease_until = NULL, claim_token = NULL, updated_at = now()
             FROM ended e
-            WHERE d.id = e.id AND d.claim_token = $1 AND d.status = 'PROCESSING'
+            WHERE d.id = e.id AND d.claim_token = e.claim_token AND d.status = 'PROCESSING'
             RETURNING d.job_id, d.status),
          shifted AS (
             SELECT job_id, count(*)::int AS n,
@@ -411,7 +437,7 @@ pub async fn settle_many(
          FROM shifted s WHERE j.id = s.job_id
          RETURNING j.*",
     )
-    .bind(token)
+    .bind(&tokens)
     .bind(&ids)
     .bind(&statuses)
     .bind(&errors)
@@ -421,19 +447,23 @@ pub async fn settle_many(
     .bind(&content_types)
     .bind(&due)
     .bind(&tasks)
-    .fetch_optional(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let Some(job) = job else {
+    if touched.is_empty() {
         tracing::warn!(
             ?ids,
             "claims no longer valid; the documents were not changed"
         );
-        return Ok(None);
-    };
-    if job.pending == 0 && job.processing == 0 && !job.status()?.is_terminal() {
-        return Ok(Some(jobs::finish_if_settled(conn, job.id).await?));
     }
-    Ok(Some(job))
+    let mut after = Vec::with_capacity(touched.len());
+    for job in touched {
+        if job.pending == 0 && job.processing == 0 && !job.status()?.is_terminal() {
+            after.push(jobs::finish_if_settled(conn, job.id).await?);
+        } else {
+            after.push(job);
+        }
+    }
+    Ok(after)
 }
 
 /// Documents of active jobs whose worker stopped renewing its lease: `(id, claim token)`.

@@ -12,13 +12,13 @@
 //!
 //! The database stays off the transfer path and is visited as little as it can be: the
 //! batch's documents are claimed together (one statement, one token, one lease renewed by
-//! one heartbeat); the final transitions of documents that finish within
-//! [`SETTLE_WINDOW`] of each other are written together, in the background while the next
-//! document transfers; and the task's deletion rides on the worker's next fetch.
+//! one heartbeat); their final transitions go to the process's
+//! [`Settler`](super::settler::Settler), which writes those of all its batches together, in
+//! the background; and the task's deletion rides on the worker's next fetch.
 
 use super::cancellations::Signal;
 use super::{Services, DOWNLOAD_TASK};
-use crate::db::documents::{self, Claim, Outcome};
+use crate::db::documents::{self, Claim, Outcome, Settling};
 use crate::domain::{names, ProcessNumber};
 use crate::queue::worker;
 use crate::source::{self, ListedDocument, SourceError};
@@ -38,11 +38,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
 use uuid::Uuid;
-
-/// The longest a stored (or failed) document waits for its final transition to be written:
-/// the transitions of a batch's documents that end within this window of each other are
-/// written in one statement, and live progress moves at least this often per worker.
-pub const SETTLE_WINDOW: Duration = Duration::from_millis(100);
 
 /// Transfers `document_ids` of `job_id`, in their order, each holding a lane of the worker
 /// pool.
@@ -79,8 +74,8 @@ impl AsyncRunnable for DownloadBatch {
         }
         let mut run = BatchRun::new(svc, self.job_id, batch.token, &batch.claims, signals);
         let transferred = run.transfer(batch.claims).await;
-        let ended = run.end().await;
-        transferred.and(ended).map_err(failed)
+        let released = run.release().await;
+        transferred.and(released).map_err(failed)
     }
 
     fn task_type(&self) -> String {
@@ -107,22 +102,13 @@ enum Ended {
     Lost,
 }
 
-/// A write of final transitions in flight; it says whether the job is still active.
-type Writing = Option<JoinHandle<anyhow::Result<bool>>>;
-
-/// One run of a batch: the documents it still holds, those that ended but whose final
-/// transition is not written yet, and the heartbeat that keeps the claims.
+/// One run of a batch: the documents it still holds, and the heartbeat that keeps the claims.
 struct BatchRun {
     svc: Arc<Services>,
     job_id: Uuid,
     token: Uuid,
     /// Claimed and not yet ended.
     held: Vec<Uuid>,
-    /// Ended, waiting to be written.
-    ended: Vec<(Uuid, Outcome)>,
-    /// At most one write in flight, so that a batch's transitions keep their order.
-    writing: Writing,
-    written_at: Instant,
     beat: Interval,
     /// Cancellations announced in this process (see [`super::cancellations`]).
     signals: Option<broadcast::Receiver<Signal>>,
@@ -145,9 +131,6 @@ impl BatchRun {
             token,
             signals: Some(signals),
             held: claims.iter().map(|c| c.document.id).collect(),
-            ended: Vec::new(),
-            writing: None,
-            written_at: Instant::now(),
             beat,
             cancelled: false,
             svc,
@@ -161,8 +144,8 @@ impl BatchRun {
     /// Transfers the claimed documents in their order, each once a lane of the worker pool is
     /// free: one after the other while the pool is busy, several at once when its other lanes
     /// are idle (a small job, the end of a large one). Goes on until every document has ended
-    /// or the job is cancelled; meanwhile renews the claims, and writes what has ended at
-    /// least every [`SETTLE_WINDOW`].
+    /// or the job is cancelled; meanwhile renews the claims, and hands each document that
+    /// ends to the process's [`Settler`](super::settler::Settler).
     async fn transfer(&mut self, claims: Vec<Claim>) -> anyhow::Result<()> {
         // Outside a worker there is no pool: one transfer at a time.
         let lanes = worker::lanes().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
@@ -196,8 +179,6 @@ impl BatchRun {
             if next_lane.is_none() && !waiting.is_empty() {
                 next_lane = Some(Box::pin(lanes.clone().acquire_owned()));
             }
-            let flush_at = (self.writing.is_none() && !self.ended.is_empty())
-                .then(|| tokio::time::Instant::from_std(self.written_at + SETTLE_WINDOW));
             tokio::select! {
                 lane = async { next_lane.as_mut().expect("guarded").await }, if next_lane.is_some() => {
                     next_lane = None;
@@ -215,16 +196,13 @@ impl BatchRun {
                 Some((id, ended)) = in_flight.next() => {
                     stops.retain(|(running, _)| *running != id);
                     if let Ended::Settle(outcome) = ended? {
-                        self.ended.push((id, outcome));
+                        // Nothing else in flight in this process: nothing will come soon to
+                        // be written with it.
+                        let idle = in_flight.is_empty() && worker::lanes_idle();
+                        let settling = Settling { token: self.token, document: id, outcome };
+                        self.svc.settler.settle(self.job_id, vec![settling], idle);
                     }
                     self.forget(id);
-                }
-                active = written(&mut self.writing) => {
-                    self.writing = None;
-                    self.cancelled |= !active?;
-                }
-                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
-                    self.spawn_write();
                 }
                 signal = next_signal(&mut self.signals) => match signal {
                     Ok(Signal::Cancelled(job)) => self.cancelled |= job == self.job_id,
@@ -255,53 +233,17 @@ impl BatchRun {
         }
     }
 
-    /// Starts writing what has ended (no write may be in flight).
-    fn spawn_write(&mut self) {
-        if self.ended.is_empty() {
-            return;
+    /// Gives back what is still held — after a cancellation, or when an error ended the
+    /// batch early — so that nothing waits for a lease to run out.
+    async fn release(&mut self) -> anyhow::Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
         }
-        let ended = std::mem::take(&mut self.ended);
-        let (svc, token) = (self.svc.clone(), self.token);
-        self.writing = Some(tokio::spawn(
-            async move { settle(&svc, token, &ended).await },
-        ));
-        self.written_at = Instant::now();
-    }
-
-    /// Starts writing what has ended, after the write in flight (if any) is done.
-    async fn write(&mut self) -> anyhow::Result<()> {
-        if self.writing.is_some() {
-            let active = written(&mut self.writing).await;
-            self.writing = None;
-            self.cancelled |= !active?;
+        let released = documents::release(&self.svc.pool, self.token, &self.held).await;
+        if let Err(err) = &released {
+            tracing::warn!(error = %err, "cannot release a batch's documents; their leases will run out");
         }
-        self.spawn_write();
-        Ok(())
-    }
-
-    /// Writes what has ended and gives back what is still held: after a cancellation, or
-    /// when an error ended the batch early, so that nothing waits for a lease to run out.
-    /// The last write is left running (shutdown waits for it): the worker goes on to its next
-    /// task meanwhile, and should the process die first, the documents' lease recovers them.
-    async fn end(&mut self) -> anyhow::Result<()> {
-        let mut result = self.write().await;
-        if let Some(handle) = self.writing.take() {
-            self.svc.writes.spawn(async move {
-                match handle.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(err)) => tracing::error!(error = %format!("{err:#}"), "cannot write a batch's final transitions; their leases will recover the documents"),
-                    Err(err) => tracing::error!(error = %err, "writing a batch's final transitions failed"),
-                }
-            });
-        }
-        if !self.held.is_empty() {
-            let released = documents::release(&self.svc.pool, self.token, &self.held).await;
-            if let Err(err) = &released {
-                tracing::warn!(error = %err, "cannot release a batch's documents; their leases will run out");
-            }
-            result = result.and(released.map(|_| ()).map_err(anyhow::Error::from));
-        }
-        result
+        released.map(|_| ()).map_err(anyhow::Error::from)
     }
 }
 
@@ -384,17 +326,6 @@ async fn next_signal(
     }
 }
 
-/// Waits for the write in flight, if any (forever if there is none); says whether the job
-/// is still active.
-async fn written(writing: &mut Writing) -> anyhow::Result<bool> {
-    match writing.as_mut() {
-        Some(handle) => handle
-            .await
-            .map_err(|e| anyhow::anyhow!("settling task failed: {e}"))?,
-        None => std::future::pending().await,
-    }
-}
-
 /// Why one attempt failed.
 #[derive(Debug)]
 struct AttemptError {
@@ -411,19 +342,6 @@ impl From<SourceError> for AttemptError {
             message: err.to_string(),
         }
     }
-}
-
-/// Writes the final transitions of documents held with `token`; returns whether their job
-/// is still active (false once it was cancelled).
-async fn settle(svc: &Services, token: Uuid, ended: &[(Uuid, Outcome)]) -> anyhow::Result<bool> {
-    let mut conn = svc.pool.acquire().await?;
-    let Some(job) = documents::settle_many(&mut conn, token, ended).await? else {
-        return Ok(true);
-    };
-    if job.completed_at.is_some() {
-        tracing::info!(job = %job.id, status = %job.status, available = job.available, failed = job.failed, "job finished");
-    }
-    Ok(job.completed_at.is_none())
 }
 
 /// `backoff × 2^(attempt-1)` with up to 25 % jitter, or what the source asked for if longer.

@@ -33,6 +33,8 @@ tokio::task_local! {
 struct Turn {
     /// The pool's lanes: one permit per worker, shared by every task of the pool.
     lanes: Arc<Semaphore>,
+    /// How many lanes the pool has.
+    width: usize,
     /// Notified once the task has handed the worker over.
     handed_over: Notify,
 }
@@ -48,6 +50,13 @@ pub async fn lane() -> Option<OwnedSemaphorePermit> {
 /// with [`Semaphore::acquire_owned`] where the waiting must outlive a `select!`.
 pub fn lanes() -> Option<Arc<Semaphore>> {
     TURN.try_with(|turn| turn.lanes.clone()).ok()
+}
+
+/// Whether no lane of the pool running the current task is taken: nothing the worker count
+/// limits is going on in it (true outside a worker).
+pub fn lanes_idle() -> bool {
+    TURN.try_with(|turn| turn.lanes.available_permits() >= turn.width)
+        .unwrap_or(true)
 }
 
 /// Lets the worker running the current task fetch and start its next task now, while this
@@ -197,6 +206,7 @@ impl Worker {
                         finished.clear();
                         let turn = Arc::new(Turn {
                             lanes: self.lanes.clone(),
+                            width: self.settings.workers as usize,
                             handed_over: Notify::new(),
                         });
                         newest = Some(turn.clone());
