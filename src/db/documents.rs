@@ -164,7 +164,7 @@ pub async fn claim_batch(
     DocumentStatus::Pending.check(DocumentStatus::Processing)?;
     JobStatus::Queued.check(JobStatus::Running)?;
     let token = Uuid::new_v4();
-    let rows: Vec<ClaimRow> = sqlx::query_as(
+    let rows: Vec<ClaimRow> = sqlx::query_as(concat!(
         "WITH claimed AS (
             UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
                    claim_token = $3, lease_until = now() + make_interval(secs => $4),
@@ -184,8 +184,11 @@ pub async fn claim_batch(
             RETURNING id)
          SELECT c.*, p.number AS process_number
          FROM claimed c JOIN processes p ON p.id = c.process_id
+         WHERE ",
+        relaxed_commit!(),
+        "
          ORDER BY array_position($1, c.id)",
-    )
+    ))
     .bind(document_ids)
     .bind(job_id)
     .bind(token)
@@ -404,7 +407,7 @@ pub async fn settle_many(
         due.push(retry.map(|r| r.0));
         tasks.push(retry.map(|r| r.1));
     }
-    let touched: Vec<JobRow> = sqlx::query_as(
+    let touched: Vec<JobRow> = sqlx::query_as(concat!(
         "WITH ended AS (
             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                                  $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
@@ -434,9 +437,11 @@ pub async fn settle_many(
          UPDATE download_jobs j SET processing = j.processing - s.n,
                 pending = j.pending + s.to_pending, available = j.available + s.to_available,
                 failed = j.failed + s.to_failed, updated_at = now()
-         FROM shifted s WHERE j.id = s.job_id
+         FROM shifted s WHERE j.id = s.job_id AND ",
+        relaxed_commit!(),
+        "
          RETURNING j.*",
-    )
+    ))
     .bind(&tokens)
     .bind(&ids)
     .bind(&statuses)

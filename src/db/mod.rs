@@ -4,6 +4,20 @@
 //! the state machine in [`crate::domain::status`], so two workers can never both move the same
 //! document and no caller can write a transition the state machine forbids.
 
+/// A condition, always true, that lets the statement it is part of commit without waiting
+/// for its write-ahead log to reach the disk (`synchronous_commit = off` for the statement's
+/// own transaction). Only for transitions whose loss in a crash of PostgreSQL itself — the
+/// last few hundred milliseconds of them, never a torn or reordered state — autos recovers on
+/// its own: claims, task fetches and document endings come back through leases, stale tasks
+/// and the sweeper. A job's end, cancellations and everything a client asked for keep
+/// synchronous commits (and flush these with them).
+macro_rules! relaxed_commit {
+    () => {
+        "(SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+    };
+}
+pub(crate) use relaxed_commit;
+
 pub mod documents;
 pub mod jobs;
 pub mod processes;

@@ -88,7 +88,9 @@ impl PgQueue {
                        OR (state = 'in_progress' AND updated_at < now() - make_interval(secs => $2)))
                 ORDER BY scheduled_at, created_at
                 LIMIT 1 FOR UPDATE SKIP LOCKED)
-             RETURNING {COLUMNS}"
+               AND {relaxed}
+             RETURNING {COLUMNS}",
+            relaxed = crate::db::relaxed_commit!()
         );
         Ok(sqlx::query_as::<_, Task>(&sql)
             .bind(types)
