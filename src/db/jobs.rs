@@ -354,12 +354,14 @@ pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<
             job.failed
         )
     });
-    let finished: Option<JobRow> = sqlx::query_as(
+    let finished: Option<JobRow> = sqlx::query_as(concat!(
         "UPDATE download_jobs SET status = $2, error = $3, completed_at = now(), updated_at = now()
          WHERE id = $1 AND status IN ('QUEUED', 'RUNNING') AND pending = 0 AND processing = 0
-           AND available = $4 AND failed = $5
+           AND available = $4 AND failed = $5 AND ",
+        super::strict_commit!(),
+        "
          RETURNING *",
-    )
+    ))
     .bind(job_id)
     .bind(to.as_str())
     .bind(error)

@@ -18,6 +18,15 @@ macro_rules! relaxed_commit {
 }
 pub(crate) use relaxed_commit;
 
+/// The opposite of [`relaxed_commit!`]: the statement's transaction commits synchronously
+/// even if a relaxed statement ran in it before (a job's end, whatever led to it).
+macro_rules! strict_commit {
+    () => {
+        "(SELECT set_config('synchronous_commit', 'on', true)) = 'on'"
+    };
+}
+pub(crate) use strict_commit;
+
 pub mod documents;
 pub mod jobs;
 pub mod processes;
