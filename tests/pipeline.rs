@@ -1289,6 +1289,66 @@ async fn cancel_in_another_process(process: u32, kill_listener: bool) {
 }
 
 /// Parts of multipart uploads neither completed nor aborted, in the store's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upload_left_by_a_worker_that_died_is_aborted_and_the_document_stored() {
+    // A separate `autos work` process streams a 20 MiB document slowly (1 MiB every 200 ms);
+    // once the first 8 MiB part of its multipart upload is in the store, the process is
+    // killed (no shutdown, no drop guard). A worker in another process sweeps: it aborts the
+    // upload the dead one recorded, and once the claim's lease has run out the document is
+    // fetched again and stored whole; no part stays behind.
+    let court = Court::start().await;
+    let n = number(127);
+    let big = Doc::new("d1", "grande.pdf", bytes(20 * 1024 * 1024, 13));
+    court.add_process(&n, vec![big.clone()]);
+    let slow = Fault::Slow {
+        chunk: 1024 * 1024,
+        every: Duration::from_millis(200),
+    };
+    court.fail(&n, "d1", vec![slow]);
+    let options = Options {
+        role: Role::SERVE,
+        ..Options::default()
+    };
+    let app = TestApp::spawn_with(court, options).await;
+    let mut doomed = autos_process("work", &app.db, &app.s3, &app.court, free_port())
+        .env("AUTOS_LEASE_MS", "1000")
+        .spawn()
+        .expect("spawn autos work");
+    let id = job_id(&app.start(&n, false).await);
+    let deadline = std::time::Instant::now() + WAIT;
+    while unfinished_parts(&app.s3.dir) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no part was uploaded");
+        if let Some(status) = doomed.try_wait().unwrap() {
+            panic!("autos work exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.start_kill().unwrap();
+    doomed.wait().await.unwrap();
+    assert!(
+        unfinished_parts(&app.s3.dir) > 0,
+        "the dead worker's part is there"
+    );
+
+    let sweeper = app
+        .another(Options {
+            role: Role::WORK,
+            lease_ms: 1000,
+            sweep_ms: 100,
+            ..Options::default()
+        })
+        .await;
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    assert_eq!(app.court.gets(&n, "d1"), 2, "fetched again after the death");
+    let key = format!("processos/{n}/documentos/d1/grande.pdf");
+    let (stored, _, _) = app.object(&key).await.expect("object in S3");
+    assert!(stored == big.bytes.to_vec(), "stored whole");
+    assert_eq!(unfinished_parts(&app.s3.dir), 0, "parts left behind");
+    sweeper.stop().await;
+    app.stop().await;
+}
+
 fn unfinished_parts(dir: &std::path::Path) -> usize {
     let mut found = 0;
     let mut dirs = vec![dir.to_path_buf()];

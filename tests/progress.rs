@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -400,43 +399,6 @@ async fn a_cancelled_job_ends_the_stream_with_cancelled() {
 // ---------------------------------------------------------------------------------------------
 // serve and work as separate processes
 // ---------------------------------------------------------------------------------------------
-
-fn autos_process(
-    role: &str,
-    db: &TestDb,
-    s3: &TestS3,
-    court: &Court,
-    bind: SocketAddr,
-) -> tokio::process::Command {
-    let home = temp_dir("autos-home");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_autos"));
-    // Nothing from the caller's environment or a .env file may change the outcome.
-    cmd.arg(role)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("AUTOS_HOME", &home)
-        .env("DATABASE_URL", &db.url)
-        .env("AUTOS_BIND", bind.to_string())
-        .env("AUTOS_S3_ENDPOINT", s3.endpoint())
-        .env("AWS_ACCESS_KEY_ID", S3_KEY)
-        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        .env("AUTOS_S3_BUCKET", "autos-test")
-        .env("AUTOS_SOURCE_URL", court.url())
-        .env("AUTOS_LOG", "warn")
-        .env("AUTOS_DOWNLOAD_BACKOFF_MS", "50")
-        .current_dir(&home)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    cmd
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {

@@ -250,6 +250,62 @@ pub async fn heartbeat(
     })
 }
 
+/// Records the multipart upload `upload_id` of `key` on a document held with `token`; false if
+/// the claim is no longer valid (the upload must then be aborted).
+pub async fn record_upload(
+    pool: &PgPool,
+    document_id: Uuid,
+    token: Uuid,
+    key: &str,
+    upload_id: &str,
+) -> Result<bool, DbError> {
+    let recorded = sqlx::query(
+        "UPDATE documents SET upload_key = $3, upload_id = $4
+         WHERE id = $1 AND claim_token = $2 AND status = 'PROCESSING'",
+    )
+    .bind(document_id)
+    .bind(token)
+    .bind(key)
+    .bind(upload_id)
+    .execute(pool)
+    .await?;
+    Ok(recorded.rows_affected() == 1)
+}
+
+/// Multipart uploads recorded on documents whose claim is over without having ended them —
+/// their worker died, or its lease ran out: `(document id, key, upload id)`.
+pub async fn abandoned_uploads(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<(Uuid, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, upload_key, upload_id FROM documents
+         WHERE upload_id IS NOT NULL AND upload_key IS NOT NULL
+           AND (status <> 'PROCESSING' OR lease_until IS NULL OR lease_until < now())
+         LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Forgets a recorded upload once it was aborted (unless another has been recorded since).
+pub async fn forget_upload(
+    pool: &PgPool,
+    document_id: Uuid,
+    upload_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE documents SET upload_key = NULL, upload_id = NULL
+         WHERE id = $1 AND upload_id = $2",
+    )
+    .bind(document_id)
+    .bind(upload_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Puts documents held with `token` back to PENDING untouched (their job was cancelled, or
 /// the batch stopped early): the attempts are not counted. Returns how many were released.
 pub async fn release(pool: &PgPool, token: Uuid, document_ids: &[Uuid]) -> Result<u64, DbError> {
@@ -258,7 +314,7 @@ pub async fn release(pool: &PgPool, token: Uuid, document_ids: &[Uuid]) -> Resul
         "WITH released AS (
             UPDATE documents SET status = 'PENDING', attempts = greatest(attempts - 1, 0),
                    next_attempt_at = now(), lease_until = NULL, claim_token = NULL,
-                   updated_at = now()
+                   upload_key = NULL, upload_id = NULL, updated_at = now()
             WHERE id = ANY($1) AND claim_token = $2 AND status = 'PROCESSING'
             RETURNING job_id),
          by_job AS (SELECT job_id, count(*)::int AS n FROM released GROUP BY job_id),
@@ -424,7 +480,8 @@ pub async fn settle_many(
                    next_attempt_at = CASE WHEN e.status = 'PENDING' THEN e.next_attempt_at
                                           ELSE d.next_attempt_at END,
                    task_id = CASE WHEN e.status = 'PENDING' THEN e.task_id ELSE d.task_id END,
-                   lease_until = NULL, claim_token = NULL, updated_at = now()
+                   lease_until = NULL, claim_token = NULL, upload_key = NULL, upload_id = NULL,
+                   updated_at = now()
             FROM ended e
             WHERE d.id = e.id AND d.claim_token = e.claim_token AND d.status = 'PROCESSING'
             RETURNING d.job_id, d.status),
@@ -478,6 +535,8 @@ pub async fn expired_claims(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid
         "SELECT d.id, d.claim_token FROM download_jobs j JOIN documents d ON d.job_id = j.id
          WHERE j.status IN ('QUEUED', 'RUNNING') AND d.status = 'PROCESSING'
            AND d.lease_until < now() AND d.claim_token IS NOT NULL
+           -- An upload left by the claim is aborted first (see abandoned_uploads).
+           AND d.upload_id IS NULL
          ORDER BY d.lease_until LIMIT $1",
     )
     .bind(limit)

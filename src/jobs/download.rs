@@ -22,7 +22,7 @@ use crate::db::documents::{self, Claim, Outcome, Settling};
 use crate::domain::{names, ProcessNumber};
 use crate::queue::worker;
 use crate::source::{self, ListedDocument, SourceError};
-use crate::storage::UploadError;
+use crate::storage::{UploadError, UploadJournal, UploadOptions};
 use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
@@ -387,16 +387,17 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
         svc.settings.max_document_bytes,
     );
     let key = names::storage_key(&number, &doc.source_id, &doc.name);
+    let journal = Journal { svc, claim };
+    let options = UploadOptions {
+        size_hint: size.or(content_length),
+        announced_sha256: doc.sha256.as_deref(),
+        journal: Some(&journal),
+    };
     let stored = svc
         .storage
-        .put_stream(
-            &key,
-            &content_type,
-            size.or(content_length),
-            verified,
-            doc.sha256.as_deref(),
-            || digest.digest().map(|(_, sha)| sha),
-        )
+        .put_stream(&key, &content_type, options, verified, || {
+            digest.digest().map(|(_, sha)| sha)
+        })
         .await
         .map_err(|err| match err {
             UploadError::Body(source) => AttemptError::from(source),
@@ -412,6 +413,27 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
         size: stored.size as i64,
         content_type,
     })
+}
+
+/// Records a document's multipart upload on its row, under its claim, for the sweeper to
+/// abort should this process die before the transfer ends.
+struct Journal<'a> {
+    svc: &'a Services,
+    claim: &'a Claim,
+}
+
+#[async_trait]
+impl UploadJournal for Journal<'_> {
+    async fn started(&self, key: &str, upload_id: &str) -> Result<(), String> {
+        let document = self.claim.document.id;
+        match documents::record_upload(&self.svc.pool, document, self.claim.token, key, upload_id)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the claim on the document was lost".into()),
+            Err(err) => Err(err.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! hanging whatever happened to a worker or a queue row.
 //!
 //! Each pass:
+//! 0. a multipart upload recorded on a document whose claim is over (its worker died
+//!    mid-transfer, or its lease ran out) is aborted, so its parts do not stay in the bucket;
 //! 1. a PROCESSING document whose lease ran out (its worker died) is put back to PENDING with
 //!    a new task, or FAILED if that was its last attempt;
 //! 2. a PENDING document of an active job that no live queue task will pick up (its task was
@@ -21,6 +23,8 @@ use uuid::Uuid;
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
+    /// Abandoned multipart uploads aborted.
+    pub uploads: usize,
     /// Expired claims recovered.
     pub expired: usize,
     /// Orphaned documents re-queued.
@@ -50,6 +54,21 @@ pub async fn run(svc: Services, interval: Duration, mut stop: watch::Receiver<bo
 pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
     let mut swept = Swept::default();
     let max_attempts = svc.settings.max_attempts as i32;
+
+    for (document_id, key, upload_id) in db::documents::abandoned_uploads(&svc.pool, 100).await? {
+        // Until it is aborted the upload stays recorded, and the document's expired claim
+        // waits (an abort that fails is tried again next pass).
+        match svc.storage.abort_upload(&key, &upload_id).await {
+            Ok(()) => {
+                db::documents::forget_upload(&svc.pool, document_id, &upload_id).await?;
+                tracing::info!(document = %document_id, %key, "aborted a multipart upload left by a transfer that did not end");
+                swept.uploads += 1;
+            }
+            Err(err) => {
+                tracing::warn!(document = %document_id, %key, error = %err, "cannot abort a multipart upload left behind; trying again next pass")
+            }
+        }
+    }
 
     for (document_id, token) in db::documents::expired_claims(&svc.pool, 500).await? {
         let mut tx = svc.pool.begin().await?;

@@ -75,6 +75,26 @@ pub enum UploadError<E> {
     Storage(String),
 }
 
+/// Told when a multipart upload starts, so that one left behind by a process that dies
+/// mid-transfer can be found and aborted later (see [`Storage::abort_upload`]).
+#[async_trait::async_trait]
+pub trait UploadJournal: Send + Sync {
+    /// A multipart upload of `key` started as `upload_id`; called before its first part goes
+    /// up. An error aborts the upload and fails it.
+    async fn started(&self, key: &str, upload_id: &str) -> Result<(), String>;
+}
+
+/// How to upload a body, besides its key and type.
+#[derive(Default, Clone, Copy)]
+pub struct UploadOptions<'a> {
+    /// The body's size, when known beforehand (the buffer is sized to it).
+    pub size_hint: Option<u64>,
+    /// The SHA-256 the source announced, if any.
+    pub announced_sha256: Option<&'a str>,
+    /// Where multipart uploads are recorded while they run.
+    pub journal: Option<&'a dyn UploadJournal>,
+}
+
 /// A storage failure outside uploads.
 #[derive(Debug, thiserror::Error)]
 #[error("storage: {0}")]
@@ -168,7 +188,7 @@ impl Storage {
             .is_ok()
     }
 
-    /// Streams `body` (of about `size_hint` bytes, when known) into `key`, storing the SHA-256 that `sha256` gives once the body has
+    /// Streams `body` into `key`, storing the SHA-256 that `sha256` gives once the body has
     /// ended (the body's verifier computed it on the way) in the object's metadata.
     ///
     /// An error from the stream aborts the upload: a body that fails its length or checksum
@@ -176,19 +196,24 @@ impl Storage {
     /// SHA-256 as its payload hash, so the bytes are hashed once, not twice. A body larger
     /// than a part goes up in parts; its SHA-256 is set when the upload starts if the
     /// source announced it (`announced_sha256`: the verifier fails the body, and so the
-    /// upload, should it differ), or else by copying the object onto itself at the end.
+    /// upload, should it differ), or else by copying the object onto itself at the end. A
+    /// multipart upload is told to `options.journal` before its first part goes up.
     pub async fn put_stream<S, E>(
         &self,
         key: &str,
         content_type: &str,
-        size_hint: Option<u64>,
+        options: UploadOptions<'_>,
         body: S,
-        announced_sha256: Option<&str>,
         sha256: impl FnOnce() -> Option<String>,
     ) -> Result<StoredObject, UploadError<E>>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
     {
+        let UploadOptions {
+            size_hint,
+            announced_sha256,
+            journal,
+        } = options;
         let mut body = body;
         let mut size = 0u64;
         // A small document should not cost a part-sized allocation.
@@ -210,10 +235,15 @@ impl Storage {
                 while buffer.len() > self.part_size {
                     let part = buffer.split_to(self.part_size).freeze();
                     if multipart.is_none() {
-                        multipart = Some(
+                        let upload = multipart.insert(
                             self.start_multipart(key, content_type, announced.as_deref())
                                 .await?,
                         );
+                        if let Some(journal) = journal {
+                            journal.started(key, &upload.id).await.map_err(|e| {
+                                UploadError::Storage(format!("cannot record the upload: {e}"))
+                            })?;
+                        }
                     }
                     if let Some(upload) = multipart.as_mut() {
                         self.upload_part(key, upload, part).await?;
@@ -366,6 +396,31 @@ impl Storage {
         upload.completed = true;
         upload.unfinished.settled();
         Ok(())
+    }
+
+    /// Aborts the multipart upload `upload_id` of `key`, left by a transfer that did not end
+    /// (its process died). An upload that no longer exists (completed, or aborted already)
+    /// counts as aborted.
+    pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_upload()) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(StorageError(describe(err))),
+        }
     }
 
     async fn abort_multipart(&self, upload: &mut Multipart, key: &str) {

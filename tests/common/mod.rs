@@ -360,3 +360,43 @@ pub fn number(n: u32) -> String {
         .expect("valid")
         .to_string()
 }
+
+/// The `autos` binary as a separate process with `role`, pointed at this test's database,
+/// store and court, with nothing from the caller's environment.
+pub fn autos_process(
+    role: &str,
+    db: &TestDb,
+    s3: &TestS3,
+    court: &Court,
+    bind: SocketAddr,
+) -> tokio::process::Command {
+    let home = temp_dir("autos-home");
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_autos"));
+    // Nothing from the caller's environment or a .env file may change the outcome.
+    cmd.arg(role)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AUTOS_HOME", &home)
+        .env("DATABASE_URL", &db.url)
+        .env("AUTOS_BIND", bind.to_string())
+        .env("AUTOS_S3_ENDPOINT", s3.endpoint())
+        .env("AWS_ACCESS_KEY_ID", S3_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .env("AUTOS_S3_BUCKET", "autos-test")
+        .env("AUTOS_SOURCE_URL", court.url())
+        .env("AUTOS_LOG", "warn")
+        .env("AUTOS_DOWNLOAD_BACKOFF_MS", "50")
+        .current_dir(&home)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// A free loopback address for a child's HTTP server.
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address")
+}
