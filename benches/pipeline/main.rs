@@ -30,8 +30,6 @@ use std::time::{Duration, Instant};
 pub(crate) const KEY: &str = "bench-key";
 pub(crate) const SECRET: &str = "bench-secret-0123456789";
 const CHUNK: usize = 64 * 1024;
-/// The plain loop writes to its own bucket, so that both sides create the same objects.
-const PLAIN_BUCKET: &str = "bench-plain";
 
 /// Deterministic bytes of document `seed`, generated as they are sent.
 fn chunk(seed: u64, index: usize, len: usize) -> Bytes {
@@ -260,14 +258,23 @@ async fn run_job(addr: &str, number: &str) -> (Duration, Value) {
 }
 
 /// The plain loop: GET each body from the court, PUT it to S3 under the same key, with the
-/// same Content-Type and SHA-256 metadata (the court's announced one), `workers` at a time.
+/// same Content-Type and SHA-256 metadata (the court's announced one), `workers` at a time,
+/// into `bucket` (created here, before the clock starts).
 async fn plain_loop(
     court: &str,
     number: &str,
     shas: &[String],
     storage: &Storage,
     workers: usize,
+    bucket: &str,
 ) -> Duration {
+    storage
+        .client()
+        .create_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .expect("plain loop's bucket");
     let http = reqwest::Client::new();
     let started = Instant::now();
     let busy: Vec<Duration> = futures::stream::iter(0..shas.len())
@@ -280,7 +287,7 @@ async fn plain_loop(
                 storage
                     .client()
                     .put_object()
-                    .bucket(PLAIN_BUCKET)
+                    .bucket(bucket)
                     .key(format!(
                         "processos/{number}/documentos/d{i}/Documento {i}.pdf"
                     ))
@@ -326,13 +333,13 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
     })
     .await;
     storage.ensure_bucket().await.unwrap();
-    storage
-        .client()
-        .create_bucket()
-        .bucket(PLAIN_BUCKET)
-        .send()
-        .await
-        .unwrap();
+    // Each run writes into a bucket of its own, empty, and the store's files of a run are
+    // deleted once it is over, outside the clock: no side overwrites objects (replacing files,
+    // with the file system's deletion work) while the other does not.
+    let fresh_bucket = |round: usize, side: &str| format!("r{round}-{side}");
+    let clear_bucket = |bucket: &str| {
+        let _ = std::fs::remove_dir_all(s3_dir.join(bucket));
+    };
 
     // AUTOS_BIN_B=path measures a second build in the same rounds, next to the first: the
     // two alternate who goes first, and each round gives the ratio of B's time to A's.
@@ -362,9 +369,11 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         let mut plain = Duration::ZERO;
         let mut plain_cpu = 0.0;
         if (plain_first || side == "plain") && side != "autos" {
+            let bucket = fresh_bucket(round, "plain");
             let cpu = cpu_seconds();
-            plain = plain_loop(&court, number, &shas, &storage, workers).await;
+            plain = plain_loop(&court, number, &shas, &storage, workers, &bucket).await;
             plain_cpu = cpu_seconds() - cpu;
+            clear_bucket(&bucket);
         }
         if side == "plain" {
             println!("| {round} | {:.3} | - | - |", plain.as_secs_f64());
@@ -376,13 +385,17 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         }
         let mut took = vec![Duration::ZERO; builds.len()];
         for &b in &order {
-            took[b] =
-                timed_autos_job(admin, &builds[b], s3.endpoint(), &court, number, workers).await;
+            let bucket = fresh_bucket(round, ["a", "b"][b]);
+            let (binary, s3) = (&builds[b], s3.endpoint());
+            took[b] = timed_autos_job(admin, binary, s3, &bucket, &court, number, workers).await;
+            clear_bucket(&bucket);
         }
         if !plain_first && side != "autos" {
+            let bucket = fresh_bucket(round, "plain");
             let cpu = cpu_seconds();
-            plain = plain_loop(&court, number, &shas, &storage, workers).await;
+            plain = plain_loop(&court, number, &shas, &storage, workers, &bucket).await;
             plain_cpu = cpu_seconds() - cpu;
+            clear_bucket(&bucket);
         }
         if std::env::var_os("BENCH_VERBOSE").is_some() {
             eprintln!("CPU seconds: harness (court, store, client) plain {plain_cpu:.2}");
@@ -521,6 +534,7 @@ async fn timed_autos_job(
     admin: &str,
     binary: &str,
     s3: &str,
+    bucket: &str,
     court: &str,
     number: &str,
     workers: usize,
@@ -536,6 +550,7 @@ async fn timed_autos_job(
         court,
         &[
             ("AUTOS_BIND", addr.clone()),
+            ("AUTOS_S3_BUCKET", bucket.to_string()),
             ("AUTOS_WORKERS", workers.to_string()),
             (
                 "AUTOS_BATCH_SIZE",
