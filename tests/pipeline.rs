@@ -820,6 +820,18 @@ async fn a_hanging_transfer_times_out_and_is_retried() {
 // How many transfers at once
 // ---------------------------------------------------------------------------------------------
 
+/// Each of `docs` of case `n` was fetched once and is in S3, whole, under its key.
+async fn assert_stored_once(app: &TestApp, n: &str, docs: &[Doc]) {
+    for doc in docs {
+        assert_eq!(app.court.gets(n, &doc.id), 1, "{}", doc.id);
+        let (stored, _, _) = app
+            .object(&format!("processos/{n}/documentos/{}/{}", doc.id, doc.name))
+            .await
+            .expect("object in S3");
+        assert_eq!(stored, doc.bytes.to_vec());
+    }
+}
+
 /// Lists `count` documents `d1`, `d2`, … of `size` bytes for case `n`, each served slowly:
 /// 100 bytes every `every`.
 fn add_slow_documents(
@@ -860,14 +872,7 @@ async fn slow_documents_at_once(process: u32, count: usize, workers: u32, batch_
     let id = job_id(&app.start(&n, false).await);
     let job = app.wait_terminal(&id, WAIT).await;
     assert_eq!(job["status"], "COMPLETED", "{job:#}");
-    for doc in &docs {
-        assert_eq!(app.court.gets(&n, &doc.id), 1, "{}", doc.id);
-        let (stored, _, _) = app
-            .object(&format!("processos/{n}/documentos/{}/{}", doc.id, doc.name))
-            .await
-            .expect("object in S3");
-        assert_eq!(stored, doc.bytes.to_vec());
-    }
+    assert_stored_once(&app, &n, &docs).await;
     let most = app.court.most_slow_at_once();
     app.stop().await;
     most
@@ -933,14 +938,7 @@ async fn documents_of_several_batches_ending_close_together_are_written_together
     let job = app.wait_terminal(&id, WAIT).await;
     assert_eq!(job["status"], "COMPLETED", "{job:#}");
     assert_eq!(job["counts"]["available"], 4, "{job:#}");
-    for doc in &docs {
-        assert_eq!(app.court.gets(&n, &doc.id), 1, "{}", doc.id);
-        let (stored, _, _) = app
-            .object(&format!("processos/{n}/documentos/{}/{}", doc.id, doc.name))
-            .await
-            .expect("object in S3");
-        assert_eq!(stored, doc.bytes.to_vec());
-    }
+    assert_stored_once(&app, &n, &docs).await;
     let writes = settling_writes(&app, &id).await;
     assert!(
         writes < docs.len() as i64,
@@ -971,10 +969,8 @@ async fn two_jobs_ending_together_in_one_process_each_end_right() {
         assert_eq!(job["counts"]["processing"], 0, "{job:#}");
         for d in docs {
             assert_eq!(doc(&job, &d.id)["status"], "AVAILABLE", "{job:#}");
-            let key = format!("processos/{n}/documentos/{}/{}", d.id, d.name);
-            let (stored, _, _) = app.object(&key).await.expect("object in S3");
-            assert_eq!(stored, d.bytes.to_vec());
         }
+        assert_stored_once(&app, n, docs).await;
     }
     app.stop().await;
 }
