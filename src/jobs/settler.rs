@@ -105,14 +105,11 @@ async fn run(
     let mut held = Held::new();
     let mut now = false;
     // The first documents after a quiet moment are written at once.
-    let mut written_at = Instant::now() - SETTLE_WINDOW;
+    let mut written_at: Option<Instant> = None;
     loop {
-        let due = (!held.is_empty()).then(|| {
-            if now {
-                Instant::now()
-            } else {
-                written_at + SETTLE_WINDOW
-            }
+        let due = (!held.is_empty()).then(|| match written_at {
+            Some(at) if !now => at + SETTLE_WINDOW,
+            _ => Instant::now(),
         });
         tokio::select! {
             biased;
@@ -140,7 +137,7 @@ async fn run(
             hold(&mut held, handover);
         }
         write(&pool, std::mem::take(&mut held)).await;
-        written_at = Instant::now();
+        written_at = Some(Instant::now());
         now = false;
     }
     write(&pool, held).await;
