@@ -317,11 +317,16 @@ impl Cluster {
             };
             let lines: Vec<&str> = text.lines().map(str::trim).collect();
             let pid: u32 = lines.first().and_then(|l| l.parse().ok()).unwrap_or(0);
-            // Only this cluster knows our random password: whatever accepts it is ours.
+            // The server on that port is ours if it runs on our data directory. (Our random
+            // password alone proves nothing: a server with trust authentication, such as a
+            // development machine's own PostgreSQL, accepts any.)
             if let Some(port) = lines.get(3).and_then(|l| l.parse().ok()) {
-                if let Ok(conn) = self.connect(port, "postgres").await {
+                if let Ok(mut conn) = self.connect(port, "postgres").await {
+                    let ours = self.serves_our_data(&mut conn).await;
                     let _ = conn.close().await;
-                    return Ok(Some(port));
+                    if ours {
+                        return Ok(Some(port));
+                    }
                 }
             }
             if !is_postgres(pid) {
@@ -334,6 +339,19 @@ impl Cluster {
                 bail!("PostgreSQL (pid {pid}) runs on {data} but refuses our connections");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether the server behind `conn` runs on this cluster's data directory.
+    async fn serves_our_data(&self, conn: &mut PgConnection) -> bool {
+        let query = sqlx::query_scalar("SELECT current_setting('data_directory')");
+        let Ok(theirs) = query.fetch_one(&mut *conn).await else {
+            return false;
+        };
+        let theirs: String = theirs;
+        match (fs::canonicalize(&theirs), fs::canonicalize(&self.data)) {
+            (Ok(theirs), Ok(ours)) => theirs == ours,
+            _ => false,
         }
     }
 
@@ -439,8 +457,22 @@ mod tests {
         // A crash leaves postmaster.pid behind, and its pid may since belong to anything.
         let stale = format!("{}\n{}\n0\n5432\n", std::process::id(), dir.display());
         fs::write(dir.join("data/postmaster.pid"), stale).unwrap();
+        // Its port (5432) may even be another server's that accepts anyone (trust
+        // authentication, as on this kind of machine): that one is not taken for ours.
         let third = EmbeddedPostgres::start(&dir).await.unwrap();
         assert_eq!(select_one(third.url()).await, 1);
+        let mut conn = PgConnection::connect(third.url()).await.unwrap();
+        let served: String = sqlx::query_scalar("SELECT current_setting('data_directory')")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            fs::canonicalize(served).unwrap(),
+            fs::canonicalize(dir.join("data")).unwrap(),
+            "{} is another server",
+            third.url()
+        );
+        conn.close().await.unwrap();
         third.stop().await.unwrap();
         let _ = fs::remove_dir_all(tmp);
     }
