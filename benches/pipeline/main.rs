@@ -678,6 +678,7 @@ async fn memory(admin: &str, size: usize) {
     assert_eq!(job["status"], "COMPLETED", "{job}");
     let _ = child.kill().await;
     app.stop().await;
+    drop_database(admin, &db).await;
     s3.shutdown();
     let _ = std::fs::remove_dir_all(&s3_dir);
     println!(
