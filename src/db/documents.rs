@@ -530,16 +530,24 @@ pub async fn settle_many(
 
 /// Documents of active jobs whose worker stopped renewing its lease: `(id, claim token)`.
 /// (A document held when its job ended is recovered once a new job of its case takes it.)
-pub async fn expired_claims(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+/// One with a multipart upload recorded waits for the upload to be aborted (see
+/// [`abandoned_uploads`]), but no longer than `abort_grace` past its lease: a store that keeps
+/// refusing the abort must not hold the job back for ever.
+pub async fn expired_claims(
+    pool: &PgPool,
+    limit: i64,
+    abort_grace: Duration,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.id, d.claim_token FROM download_jobs j JOIN documents d ON d.job_id = j.id
          WHERE j.status IN ('QUEUED', 'RUNNING') AND d.status = 'PROCESSING'
            AND d.lease_until < now() AND d.claim_token IS NOT NULL
-           -- An upload left by the claim is aborted first (see abandoned_uploads).
-           AND d.upload_id IS NULL
+           AND (d.upload_id IS NULL
+                OR d.lease_until < now() - make_interval(secs => $2))
          ORDER BY d.lease_until LIMIT $1",
     )
     .bind(limit)
+    .bind(abort_grace.as_secs_f64())
     .fetch_all(pool)
     .await
 }

@@ -65,12 +65,14 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
                 swept.uploads += 1;
             }
             Err(err) => {
-                tracing::warn!(document = %document_id, %key, error = %err, "cannot abort a multipart upload left behind; trying again next pass")
+                tracing::warn!(document = %document_id, %key, error = %err, "cannot abort a multipart upload left behind; trying again next pass (ten leases on, the document is retried anyway and the upload left to the bucket's lifecycle rules)")
             }
         }
     }
 
-    for (document_id, token) in db::documents::expired_claims(&svc.pool, 500).await? {
+    // An upload the store keeps refusing to abort holds its document back ten leases at most.
+    let abort_grace = svc.settings.lease * 10;
+    for (document_id, token) in db::documents::expired_claims(&svc.pool, 500, abort_grace).await? {
         let mut tx = svc.pool.begin().await?;
         let attempts = db::documents::attempts(&mut *tx, document_id).await?;
         let error = "the worker transferring it stopped responding".to_string();
