@@ -57,7 +57,7 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
 
     for (document_id, key, upload_id) in db::documents::abandoned_uploads(&svc.pool, 100).await? {
         // Until it is aborted the upload stays recorded, and the document's expired claim
-        // waits (an abort that fails is tried again next pass).
+        // waits for it (an abort that fails is tried again next pass; see abort_grace).
         match svc.storage.abort_upload(&key, &upload_id).await {
             Ok(()) => {
                 db::documents::forget_upload(&svc.pool, document_id, &upload_id).await?;
