@@ -208,11 +208,9 @@ impl Application {
         )
         .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_ALLOWED_HOSTS: {e}"))?;
         let secret = webhook_secret(&config, &pool).await?;
-        let writes = tokio_util::task::TaskTracker::new();
         let services = Services {
             starting: jobs::Starting::default(),
-            settler: jobs::settler::Settler::start(pool.clone(), &writes),
-            writes,
+            settler: jobs::settler::Settler::start(pool.clone()),
             cancellations: jobs::cancellations::Cancellations::default(),
             public_url: String::new(),
             webhooks: jobs::webhook::WebhookSettings {
@@ -352,8 +350,7 @@ impl Application {
         // The last final transitions of the batches that ran (abandoned ones are left to
         // their leases).
         self.services.settler.close();
-        self.services.writes.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.services.writes.wait())
+        if tokio::time::timeout(Duration::from_secs(10), self.services.settler.closed())
             .await
             .is_err()
         {

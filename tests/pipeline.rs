@@ -1016,15 +1016,14 @@ async fn the_settler_writes_what_it_holds_when_closed_and_what_comes_after() {
             content_type: "application/pdf".into(),
         },
     };
-    let tracker = tokio_util::task::TaskTracker::new();
-    let settler = Settler::start(pool.clone(), &tracker);
+    let settler = Settler::start(pool.clone());
     // The first ending after a quiet moment is written at once; the next ones, handed over
     // while the process is busy, wait for the window — and the settler is closed meanwhile.
-    settler.settle(job, vec![stored(ids[0])], false);
-    settler.settle(job, vec![stored(ids[1]), stored(ids[2])], false);
+    settler.settle(job, stored(ids[0]), false);
+    settler.settle(job, stored(ids[1]), false);
+    settler.settle(job, stored(ids[2]), false);
     settler.close();
-    tracker.close();
-    tracker.wait().await;
+    settler.closed().await;
     let available = |ids: Vec<uuid::Uuid>| {
         let pool = pool.clone();
         async move {
@@ -1040,8 +1039,8 @@ async fn the_settler_writes_what_it_holds_when_closed_and_what_comes_after() {
     assert_eq!(available(ids[..3].to_vec()).await, 3, "held when closed");
     assert_eq!(app.job(&id).await["status"], "RUNNING");
     // Handed over after the settler ended (a batch finishing late in a shutdown): still written.
-    settler.settle(job, vec![stored(ids[3])], false);
-    tracker.wait().await;
+    settler.settle(job, stored(ids[3]), false);
+    settler.closed().await;
     assert_eq!(available(ids.clone()).await, 4);
     let ended = app.job(&id).await;
     assert_eq!(ended["status"], "COMPLETED", "{ended:#}");

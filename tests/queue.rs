@@ -811,7 +811,8 @@ impl AsyncRunnable for Relay {
             log.most_running = log.most_running.max(log.running);
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let lane = autos::queue::worker::lane().await.expect("run by a worker");
+        let lanes = autos::queue::worker::lanes().expect("run by a worker");
+        let lane = lanes.acquire_owned().await.expect("lanes open");
         relay_log(&self.kind, |log| {
             log.in_lane += 1;
             log.most_in_lane = log.most_in_lane.max(log.in_lane);

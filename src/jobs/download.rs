@@ -200,7 +200,7 @@ impl BatchRun {
                         // be written with it.
                         let idle = in_flight.is_empty() && worker::lanes_idle();
                         let settling = Settling { token: self.token, document: id, outcome };
-                        self.svc.settler.settle(self.job_id, vec![settling], idle);
+                        self.svc.settler.settle(self.job_id, settling, idle);
                     }
                     self.forget(id);
                 }

@@ -66,9 +66,6 @@ pub struct Services {
     /// racing for a case nobody has started share one source lookup (across processes, the
     /// case's row lock and unique index still decide).
     pub starting: Starting,
-    /// The settler and any write of final transitions it left to a task of its own;
-    /// shutdown waits for them.
-    pub writes: tokio_util::task::TaskTracker,
     /// Writes the final transitions of the documents transferred in this process.
     pub settler: settler::Settler,
     /// Cancelled jobs, announced to the batches running here.

@@ -30,11 +30,11 @@ pub const SETTLE_WINDOW: Duration = Duration::from_millis(100);
 /// Attempts at one write before the documents are left to their leases.
 const WRITE_ATTEMPTS: u32 = 4;
 
-/// What a batch hands over: ended documents of a job, and whether the process has nothing
-/// else in flight (then they are written at once).
+/// What a batch hands over: a document of a job that ended, and whether the process has
+/// nothing else in flight (then it is written at once).
 struct Handover {
     job_id: Uuid,
-    ended: Vec<Settling>,
+    ended: Settling,
     idle: bool,
 }
 
@@ -44,10 +44,11 @@ type Held = BTreeMap<Uuid, Vec<Settling>>;
 fn hold(held: &mut Held, handover: Handover) {
     held.entry(handover.job_id)
         .or_default()
-        .extend(handover.ended);
+        .push(handover.ended);
 }
 
-/// The process's settler; cheap to clone.
+/// The process's settler; cheap to clone. Its task, and any write it leaves to a task of
+/// its own, run on its tracker, which shutdown waits for ([`Settler::closed`]).
 #[derive(Clone)]
 pub struct Settler {
     sender: mpsc::UnboundedSender<Handover>,
@@ -57,26 +58,23 @@ pub struct Settler {
 }
 
 impl Settler {
-    /// Starts the settler of a process on `pool`; its task runs on `tracker`, which shutdown
-    /// waits for.
-    pub fn start(pool: PgPool, tracker: &TaskTracker) -> Settler {
+    /// Starts the settler of a process on `pool`.
+    pub fn start(pool: PgPool) -> Settler {
         let (sender, receiver) = mpsc::unbounded_channel();
         let (closing, closed) = watch::channel(false);
+        let tracker = TaskTracker::new();
         tracker.spawn(run(pool.clone(), receiver, closed));
         Settler {
             sender,
             closing: std::sync::Arc::new(closing),
             pool,
-            tracker: tracker.clone(),
+            tracker,
         }
     }
 
-    /// Hands over ended documents. `idle`: nothing else is in flight in this process, so
-    /// nothing will come soon to write them with: write at once.
-    pub fn settle(&self, job_id: Uuid, ended: Vec<Settling>, idle: bool) {
-        if ended.is_empty() {
-            return;
-        }
+    /// Hands over a document of `job_id` that ended. `idle`: nothing else is in flight in
+    /// this process, so nothing will come soon to write it with: write at once.
+    pub fn settle(&self, job_id: Uuid, ended: Settling, idle: bool) {
         let handover = Handover {
             job_id,
             ended,
@@ -94,6 +92,12 @@ impl Settler {
     /// Writes what the settler holds and ends it (shutdown, once no batch runs).
     pub fn close(&self) {
         let _ = self.closing.send(true);
+        self.tracker.close();
+    }
+
+    /// Waits, once closed, until everything handed over is written (or given up on).
+    pub async fn closed(&self) {
+        self.tracker.wait().await;
     }
 }
 

@@ -4,9 +4,9 @@
 //! when it starts its last piece of work, and the worker then fetches and starts its next
 //! task, whose set-up (database round trips) runs while the first one finishes; a worker
 //! never runs more than two tasks. What the worker count limits — a transfer — is done
-//! holding a [`lane`]: the pool has one lane per worker, shared by all its tasks, so a task
-//! may do several pieces of work at once when lanes are free (its peers idle, at the end of a
-//! job), and the pool never does more than `workers`. While a task runs, its row is
+//! holding a lane of the pool ([`lanes`]): the pool has one lane per worker, shared by all
+//! its tasks, so a task may do several pieces of work at once when lanes are free (its peers
+//! idle, at the end of a job), and the pool never does more than `workers`. While a task runs, its row is
 //! touched every [`WorkerSettings::heartbeat`], so other processes can tell a live task from
 //! an abandoned one. Panics and errors are caught and recorded on the row; an undecodable row
 //! is failed with its reason; nothing ends a worker but shutdown. Idle workers wait for a
@@ -21,7 +21,7 @@ use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 tokio::task_local! {
@@ -39,15 +39,9 @@ struct Turn {
     handed_over: Notify,
 }
 
-/// Waits for a free lane of the pool running the current task (`None` outside a worker).
-/// Hold it while doing what the worker count limits. Lanes are granted in the order they
-/// were asked for.
-pub async fn lane() -> Option<OwnedSemaphorePermit> {
-    lanes()?.acquire_owned().await.ok()
-}
-
-/// The lanes of the pool running the current task (`None` outside a worker), to wait for one
-/// with [`Semaphore::acquire_owned`] where the waiting must outlive a `select!`.
+/// The lanes of the pool running the current task (`None` outside a worker). Hold a permit
+/// ([`Semaphore::acquire_owned`]) while doing what the worker count limits; permits are
+/// granted in the order they were asked for.
 pub fn lanes() -> Option<Arc<Semaphore>> {
     TURN.try_with(|turn| turn.lanes.clone()).ok()
 }
@@ -60,7 +54,7 @@ pub fn lanes_idle() -> bool {
 }
 
 /// Lets the worker running the current task fetch and start its next task now, while this
-/// one finishes its last piece of work (which it should do holding the [`lane`]).
+/// one finishes its last piece of work (which it should do holding a lane, see [`lanes`]).
 pub fn hand_over() {
     let _ = TURN.try_with(|turn| turn.handed_over.notify_one());
 }
