@@ -958,6 +958,8 @@ async fn two_jobs_ending_together_in_one_process_each_end_right() {
     let options = Options {
         workers: 4,
         batch_size: 1,
+        // Each job must end by the writes of its documents, not by a sweeper pass.
+        sweep_ms: 600_000,
         ..Options::default()
     };
     let app = TestApp::spawn_with(court, options).await;
