@@ -4,7 +4,7 @@
 //! parser is installed: without one, s3s treats every request as path-style.
 //!
 //! Keys too long for the file names s3s-fs derives from them are stored under a hash of the key
-//! ([`keys`]), so that the store takes every key S3 does.
+//! (see the private `keys` module), so that the store takes every key S3 does.
 
 mod keys;
 
