@@ -1018,3 +1018,130 @@ async fn eight_concurrent_fetchers_take_each_of_200_rows_once() {
         200
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fetch's order, and its cost on a long queue
+// ---------------------------------------------------------------------------------------------
+
+/// Inserts a `kind` probe task in `state`, scheduled `scheduled` and last touched `touched`
+/// (SQL intervals before now; a negative one is in the future).
+async fn insert_task(
+    pool: &PgPool,
+    kind: &str,
+    state: &str,
+    scheduled: &str,
+    touched: &str,
+) -> Uuid {
+    let id = Uuid::new_v4();
+    let metadata = serde_json::to_value(&Probe {
+        kind: kind.into(),
+        n: 0,
+        end: End::Succeed,
+    } as &dyn AsyncRunnable)
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO fang_tasks (id, metadata, task_type, state, scheduled_at, updated_at)
+         VALUES ($1, $2, $3, '{state}'::fang_task_state, now() - interval '{scheduled}',
+                 now() - interval '{touched}')"
+    ))
+    .bind(id)
+    .bind(metadata)
+    .bind(kind)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_and_abandoned_tasks_are_fetched_earliest_first() {
+    let (_db, pool) = queue_db(2).await;
+    let kind = "order-probe";
+    let due_10s = insert_task(&pool, kind, "new", "10 seconds", "10 seconds").await;
+    let abandoned_20s = insert_task(&pool, kind, "in_progress", "20 seconds", "1 hour").await;
+    let retried_5s = insert_task(&pool, kind, "retried", "5 seconds", "5 seconds").await;
+    let abandoned_7s = insert_task(&pool, kind, "in_progress", "7 seconds", "1 hour").await;
+    let _future = insert_task(&pool, kind, "new", "-1 hour", "0 seconds").await;
+    let _live = insert_task(&pool, kind, "in_progress", "30 seconds", "0 seconds").await;
+    let _failed = insert_task(&pool, kind, "failed", "40 seconds", "1 hour").await;
+    let _other_type = insert_task(&pool, "other-probe", "new", "50 seconds", "1 hour").await;
+    let queue = PgQueue::new(
+        pool.clone(),
+        QueueSettings {
+            stale_after: Duration::from_secs(60),
+        },
+    );
+    let types = vec![kind.to_string()];
+    let mut order = Vec::new();
+    while let Some(task) = queue.fetch(&types).await.unwrap() {
+        order.push(task.id);
+    }
+    assert_eq!(
+        order,
+        vec![abandoned_20s, due_10s, abandoned_7s, retried_5s],
+        "due and abandoned tasks of the asked type, by schedule; not the future, live, failed \
+         or other-typed ones"
+    );
+}
+
+/// What `EXPLAIN ANALYZE` says the scans of `fang_tasks` read, summed over the plan.
+fn rows_read_from_fang_tasks(plan: &Value) -> f64 {
+    let mut total = 0.0;
+    if plan["Relation Name"] == "fang_tasks"
+        && plan["Node Type"]
+            .as_str()
+            .is_some_and(|node| node.contains("Scan"))
+    {
+        total += plan["Actual Rows"].as_f64().unwrap_or(0.0)
+            * plan["Actual Loops"].as_f64().unwrap_or(1.0);
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        total += rows_read_from_fang_tasks(child);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
+    let (_db, pool) = queue_db(2).await;
+    let kind = "long-queue-probe";
+    sqlx::query(
+        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at)
+         SELECT jsonb_build_object('type', 'Probe', 'kind', $1::text, 'n', n, 'end', 'Succeed'),
+                $1, now() - interval '1 minute' + n * interval '1 millisecond', now()
+         FROM generate_series(1, 5000) AS n",
+    )
+    .bind(kind)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE fang_tasks")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let plan: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
+        queue::fetch_statement()
+    ))
+    .bind(vec![kind.to_string()])
+    .bind(60.0f64)
+    .bind(Vec::<Uuid>::new())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    let read = rows_read_from_fang_tasks(&plan[0]["Plan"]);
+    assert!(
+        (1.0..=5.0).contains(&read),
+        "the fetch read {read} rows of fang_tasks to take one: {plan:#}"
+    );
+    // And the earliest is the one it takes.
+    let queue = PgQueue::new(pool.clone(), QueueSettings::default());
+    let first = queue
+        .fetch(&[kind.to_string()])
+        .await
+        .unwrap()
+        .expect("a task");
+    assert_eq!(first.metadata["n"], 1);
+}

@@ -77,22 +77,8 @@ impl PgQueue {
         finished: &[Uuid],
         types: &[String],
     ) -> Result<Option<Task>, AsyncQueueError> {
-        let sql = format!(
-            "WITH finished AS (DELETE FROM fang_tasks WHERE id = ANY($3))
-             UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
-                    retries = CASE WHEN state = 'in_progress' THEN retries + 1 ELSE retries END
-             WHERE id = (
-                SELECT id FROM fang_tasks
-                WHERE task_type = ANY($1)
-                  AND ((state IN ('new', 'retried') AND scheduled_at <= now())
-                       OR (state = 'in_progress' AND updated_at < now() - make_interval(secs => $2)))
-                ORDER BY scheduled_at, created_at
-                LIMIT 1 FOR UPDATE SKIP LOCKED)
-               AND {relaxed}
-             RETURNING {COLUMNS}",
-            relaxed = crate::db::relaxed_commit!()
-        );
-        Ok(sqlx::query_as::<_, Task>(&sql)
+        static FETCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(fetch_statement);
+        Ok(sqlx::query_as::<_, Task>(FETCH.as_str())
             .bind(types)
             .bind(self.settings.stale_after.as_secs_f64())
             .bind(finished)
@@ -139,6 +125,38 @@ impl PgQueue {
             .fetch_one(&self.pool)
             .await?)
     }
+}
+
+/// The statement behind [`PgQueue::finish_and_fetch`], with its parameters: `$1` the task
+/// types, `$2` [`QueueSettings::stale_after`] in seconds, `$3` the finished tasks to delete.
+/// Public so that its plan can be checked (`EXPLAIN`) against a large queue.
+pub fn fetch_statement() -> String {
+    // The earliest of: the first due task, and the first abandoned one. Each is looked
+    // up on its own, so that the due one comes straight from the `fang_tasks_due` index in
+    // order (an `OR` of the two would read and sort every due task to return one). The
+    // row of the two that is not taken stays locked only until this statement commits.
+    format!(
+        "WITH finished AS (DELETE FROM fang_tasks WHERE id = ANY($3)),
+         due AS (
+            SELECT id, scheduled_at, created_at FROM fang_tasks
+            WHERE state IN ('new', 'retried') AND scheduled_at <= now()
+              AND task_type = ANY($1)
+            ORDER BY scheduled_at, created_at
+            LIMIT 1 FOR UPDATE SKIP LOCKED),
+         abandoned AS (
+            SELECT id, scheduled_at, created_at FROM fang_tasks
+            WHERE state = 'in_progress' AND updated_at < now() - make_interval(secs => $2)
+              AND task_type = ANY($1)
+            ORDER BY scheduled_at, created_at
+            LIMIT 1 FOR UPDATE SKIP LOCKED)
+         UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
+                retries = CASE WHEN state = 'in_progress' THEN retries + 1 ELSE retries END
+         WHERE id = (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM abandoned) AS c
+                     ORDER BY scheduled_at, created_at LIMIT 1)
+           AND {relaxed}
+         RETURNING {COLUMNS}",
+        relaxed = crate::db::relaxed_commit!()
+    )
 }
 
 /// Inserts `task` to run at `scheduled_at` (now when `None`), on any executor — pass a
