@@ -576,31 +576,8 @@ async fn every_task_run_three_times_still_transfers_each_document_once() {
 async fn a_stale_in_progress_row_is_fetched_again_and_a_live_one_is_not() {
     let (_db, pool) = queue_db(4).await;
     let kind = "stale-probe";
-    let insert = |age: &'static str| {
-        let pool = pool.clone();
-        async move {
-            let id = Uuid::new_v4();
-            let metadata = serde_json::to_value(&Probe {
-                kind: kind.into(),
-                n: 0,
-                end: End::Succeed,
-            } as &dyn AsyncRunnable)
-            .unwrap();
-            sqlx::query(&format!(
-                "INSERT INTO fang_tasks (id, metadata, task_type, state, updated_at)
-                 VALUES ($1, $2, $3, 'in_progress', now() - interval '{age}')"
-            ))
-            .bind(id)
-            .bind(metadata)
-            .bind(kind)
-            .execute(&pool)
-            .await
-            .unwrap();
-            id
-        }
-    };
-    let abandoned = insert("1 hour").await;
-    let _running = insert("0 seconds").await;
+    let abandoned = insert_task(&pool, kind, "in_progress", "0 seconds", "1 hour").await;
+    let _running = insert_task(&pool, kind, "in_progress", "0 seconds", "0 seconds").await;
     let queue = PgQueue::new(
         pool.clone(),
         QueueSettings {
