@@ -276,7 +276,7 @@ async fn attempt(
     let attempts = claim.document.attempts;
     let outcome = match result {
         Ok(outcome) => {
-            // Fractional: whole milliseconds would undercount a few-millisecond transfer by a tenth.
+            // Fractional: whole milliseconds undercount a few-millisecond transfer by a tenth.
             let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
             tracing::info!(document = %document_id, job = %job_id, ms, "document stored");
             outcome

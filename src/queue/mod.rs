@@ -2,17 +2,20 @@
 //!
 //! fang 0.11's own queue and worker pool have weaknesses that would lose or repeat work here
 //! (see the README, "Design"). This module keeps fang's table, task format (typetag JSON in
-//! `metadata`) and its [`AsyncQueueable`](fang::AsyncQueueable) interface, and replaces what was unsafe:
+//! `metadata`) and its [`AsyncQueueable`](fang::AsyncQueueable) interface, and replaces what
+//! was unsafe:
 //! - a task is fetched and marked `in_progress` by one statement, so two workers can never take
 //!   the same row;
 //! - the running worker touches its row every few seconds, and a row nobody touched for
-//!   [`QueueSettings::stale_after`](crate::queue::QueueSettings::stale_after) is taken again (its worker died);
+//!   [`QueueSettings::stale_after`](crate::queue::QueueSettings::stale_after) is taken again
+//!   (its worker died);
 //! - a row whose task type cannot be decoded is marked `failed` with the reason, instead of
 //!   ending the worker;
 //! - finished tasks are deleted and failed ones kept, for inspection;
 //! - `uniq` tasks rely on a unique index, not check-then-insert;
-//! - [`enqueue`](crate::queue::enqueue) takes any executor, so a task is inserted in the caller's transaction and
-//!   exists exactly when the rows it works on do. A `NOTIFY` wakes idle workers on commit.
+//! - [`enqueue`](crate::queue::enqueue) takes any executor, so a task is inserted in the
+//!   caller's transaction and exists exactly when the rows it works on do. A `NOTIFY` wakes
+//!   idle workers on commit.
 
 pub mod worker;
 

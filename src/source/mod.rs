@@ -11,9 +11,10 @@
 //! - `file://DIR`: `DIR/{number}/process.json` holds the same listing, and relative document
 //!   urls name files in that process folder.
 //!
-//! [`Source::lookup`](crate::source::Source::lookup) retries transient failures itself; [`Source::open`](crate::source::Source::open) makes exactly one
-//! attempt, because the task queue above retries documents. [`verify()`](crate::source::verify()) checks length,
-//! SHA-256 and the size cap while the bytes stream past.
+//! [`Source::lookup`](crate::source::Source::lookup) retries transient failures itself;
+//! [`Source::open`](crate::source::Source::open) makes exactly one attempt, because the task
+//! queue above retries documents. [`verify()`](crate::source::verify()) checks length, SHA-256
+//! and the size cap while the bytes stream past.
 
 mod file;
 mod http;

@@ -38,7 +38,8 @@ pub fn check_announced(
     }
 }
 
-/// Wraps a body so that it is counted and hashed on the way; see [`verify()`](crate::source::verify()).
+/// Wraps a body so that it is counted and hashed on the way; see
+/// [`verify()`](crate::source::verify()).
 pub fn verify(
     body: DocumentBody,
     expected_size: Option<u64>,
