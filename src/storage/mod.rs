@@ -402,29 +402,11 @@ impl Storage {
     /// (its process died). An upload that no longer exists (completed, or aborted already)
     /// counts as aborted.
     pub async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
-        match self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_no_such_upload()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(StorageError(describe(err))),
-        }
+        abort_upload(&self.client, &self.bucket, key, upload_id).await
     }
 
     async fn abort_multipart(&self, upload: &mut Multipart, key: &str) {
-        abort_upload(&self.client, &self.bucket, key, &upload.id).await;
+        abort_or_warn(&self.client, &self.bucket, key, &upload.id).await;
         upload.unfinished.settled();
     }
 
@@ -518,7 +500,7 @@ impl Drop for Unfinished {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { abort_upload(&client, &bucket, &key, &id).await });
+                runtime.spawn(async move { abort_or_warn(&client, &bucket, &key, &id).await });
             }
             Err(_) => {
                 tracing::warn!(%key, "multipart upload left unfinished (no runtime to abort it)")
@@ -527,7 +509,14 @@ impl Drop for Unfinished {
     }
 }
 
-async fn abort_upload(client: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) {
+/// Aborts a multipart upload; one that no longer exists (completed, or aborted already)
+/// counts as aborted.
+async fn abort_upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), StorageError> {
     let aborted = client
         .abort_multipart_upload()
         .bucket(bucket)
@@ -535,8 +524,23 @@ async fn abort_upload(client: &aws_sdk_s3::Client, bucket: &str, key: &str, uplo
         .upload_id(upload_id)
         .send()
         .await;
-    if let Err(err) = aborted {
-        tracing::warn!(key, error = %describe(err), "could not abort a multipart upload");
+    match aborted {
+        Ok(_) => Ok(()),
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_no_such_upload()) =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(StorageError(describe(err))),
+    }
+}
+
+/// [`abort_upload`] where nobody waits for the outcome: a failure is only logged.
+async fn abort_or_warn(client: &aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) {
+    if let Err(err) = abort_upload(client, bucket, key, upload_id).await {
+        tracing::warn!(key, error = %err, "could not abort a multipart upload");
     }
 }
 
