@@ -390,12 +390,12 @@ pub async fn settle(
     conn: &mut PgConnection,
     document_id: Uuid,
     token: Uuid,
-    outcome: &Outcome,
+    outcome: Outcome,
 ) -> Result<Option<JobRow>, DbError> {
     let settling = Settling {
         token,
         document: document_id,
-        outcome: outcome.clone(),
+        outcome,
     };
     Ok(settle_many(conn, &[settling]).await?.pop())
 }
@@ -429,7 +429,6 @@ pub async fn settle_many(
         token,
         document: id,
         outcome,
-        ..
     } in ended
     {
         let to = outcome.status();

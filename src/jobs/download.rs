@@ -295,7 +295,7 @@ async fn attempt(
                 &mut tx,
                 document_id,
                 claim.token,
-                &Outcome::RetryAt {
+                Outcome::RetryAt {
                     error: err.message,
                     at,
                     task_id,

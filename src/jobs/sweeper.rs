@@ -94,7 +94,7 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
             let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
             Outcome::RetryAt { error, at, task_id }
         };
-        if db::documents::settle(&mut tx, document_id, token, &outcome)
+        if db::documents::settle(&mut tx, document_id, token, outcome)
             .await?
             .is_some()
         {
