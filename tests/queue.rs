@@ -230,6 +230,36 @@ async fn queue_db(connections: u32) -> (TestDb, PgPool) {
     (db, pool)
 }
 
+/// Inserts a `kind` probe task in `state`, scheduled `scheduled` and last touched `touched`
+/// (SQL intervals before now; a negative one is in the future).
+async fn insert_task(
+    pool: &PgPool,
+    kind: &str,
+    state: &str,
+    scheduled: &str,
+    touched: &str,
+) -> Uuid {
+    let id = Uuid::new_v4();
+    let metadata = serde_json::to_value(&Probe {
+        kind: kind.into(),
+        n: 0,
+        end: End::Succeed,
+    } as &dyn AsyncRunnable)
+    .unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO fang_tasks (id, metadata, task_type, state, scheduled_at, updated_at)
+         VALUES ($1, $2, $3, '{state}'::fang_task_state, now() - interval '{scheduled}',
+                 now() - interval '{touched}')"
+    ))
+    .bind(id)
+    .bind(metadata)
+    .bind(kind)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cancellation listener
 // ---------------------------------------------------------------------------------------------
@@ -999,36 +1029,6 @@ async fn eight_concurrent_fetchers_take_each_of_200_rows_once() {
 // ---------------------------------------------------------------------------------------------
 // The fetch's order, and its cost on a long queue
 // ---------------------------------------------------------------------------------------------
-
-/// Inserts a `kind` probe task in `state`, scheduled `scheduled` and last touched `touched`
-/// (SQL intervals before now; a negative one is in the future).
-async fn insert_task(
-    pool: &PgPool,
-    kind: &str,
-    state: &str,
-    scheduled: &str,
-    touched: &str,
-) -> Uuid {
-    let id = Uuid::new_v4();
-    let metadata = serde_json::to_value(&Probe {
-        kind: kind.into(),
-        n: 0,
-        end: End::Succeed,
-    } as &dyn AsyncRunnable)
-    .unwrap();
-    sqlx::query(&format!(
-        "INSERT INTO fang_tasks (id, metadata, task_type, state, scheduled_at, updated_at)
-         VALUES ($1, $2, $3, '{state}'::fang_task_state, now() - interval '{scheduled}',
-                 now() - interval '{touched}')"
-    ))
-    .bind(id)
-    .bind(metadata)
-    .bind(kind)
-    .execute(pool)
-    .await
-    .unwrap();
-    id
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_and_abandoned_tasks_are_fetched_earliest_first() {

@@ -6,11 +6,12 @@
 //! never runs more than two tasks. What the worker count limits — a transfer — is done
 //! holding a lane of the pool ([`lanes`]): the pool has one lane per worker, shared by all
 //! its tasks, so a task may do several pieces of work at once when lanes are free (its peers
-//! idle, at the end of a job), and the pool never does more than `workers`. While a task runs, its row is
-//! touched every [`WorkerSettings::heartbeat`], so other processes can tell a live task from
-//! an abandoned one. Panics and errors are caught and recorded on the row; an undecodable row
-//! is failed with its reason; nothing ends a worker but shutdown. Idle workers wait for a
-//! `NOTIFY` from [`super::enqueue`], with a poll as fallback, so a new task starts at once.
+//! idle, at the end of a job), and the pool never does more than `workers`. While a task
+//! runs, its row is touched every [`WorkerSettings::heartbeat`], so other processes can tell a
+//! live task from an abandoned one. Panics and errors are caught and recorded on the row; an
+//! undecodable row is failed with its reason; nothing ends a worker but shutdown. Idle workers
+//! wait for a `NOTIFY` from [`super::enqueue`], with a poll as fallback, so a new task starts
+//! at once.
 
 use super::{PgQueue, WAKE_CHANNEL};
 use fang::{AsyncQueueable, AsyncRunnable, Task};
