@@ -1062,18 +1062,21 @@ async fn due_and_abandoned_tasks_are_fetched_earliest_first() {
 }
 
 /// What `EXPLAIN ANALYZE` says the scans of `fang_tasks` read, summed over the plan.
-fn rows_read_from_fang_tasks(plan: &Value) -> f64 {
+/// Rows (and index entries) that the plan `plan`, run with `EXPLAIN ANALYZE`, read from
+/// `table` and its indexes (whose names start with the table's).
+fn rows_read(plan: &Value, table: &str) -> f64 {
     let mut total = 0.0;
-    if plan["Relation Name"] == "fang_tasks"
-        && plan["Node Type"]
+    let node = plan["Node Type"].as_str().unwrap_or_default();
+    let on_table = plan["Relation Name"] == table
+        || plan["Index Name"]
             .as_str()
-            .is_some_and(|node| node.contains("Scan"))
-    {
+            .is_some_and(|index| index.starts_with(&format!("{table}_")));
+    if on_table && node.contains("Scan") {
         total += plan["Actual Rows"].as_f64().unwrap_or(0.0)
             * plan["Actual Loops"].as_f64().unwrap_or(1.0);
     }
     for child in plan["Plans"].as_array().into_iter().flatten() {
-        total += rows_read_from_fang_tasks(child);
+        total += rows_read(child, table);
     }
     total
 }
@@ -1108,7 +1111,7 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
     .await
     .unwrap();
     tx.rollback().await.unwrap();
-    let read = rows_read_from_fang_tasks(&plan[0]["Plan"]);
+    let read = rows_read(&plan[0]["Plan"], "fang_tasks");
     assert!(
         (1.0..=5.0).contains(&read),
         "the fetch read {read} rows of fang_tasks to take one: {plan:#}"
@@ -1121,4 +1124,168 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
         .unwrap()
         .expect("a task");
     assert_eq!(first.metadata["n"], 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans of the batch transitions on a table not yet analyzed
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh database with one job of `n` documents (the first `processing` of them PROCESSING
+/// under the claim token returned, the rest PENDING), never analyzed: the state in which the
+/// pool's connections make their generic plans after a deployment.
+async fn job_of(n: i32, processing: i32) -> (TestDb, PgPool, Uuid, Uuid) {
+    let (db, pool) = queue_db(2).await;
+    let (process, job, token) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("INSERT INTO processes (id, number) VALUES ($1, '1500345-31.2017.8.26.0248')")
+        .bind(process)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO download_jobs (id, process_id, status, total, pending, processing)
+         VALUES ($1, $2, 'RUNNING', $3, $3 - $4, $4)",
+    )
+    .bind(job)
+    .bind(process)
+    .bind(n)
+    .bind(processing)
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO documents (process_id, job_id, source_id, position, name, url, status,
+                                claim_token, lease_until)
+         SELECT $1, $2, 'd' || i, i, 'Documento ' || i, 'http://court/' || i,
+                CASE WHEN i < $4 THEN 'PROCESSING' ELSE 'PENDING' END,
+                CASE WHEN i < $4 THEN $5::uuid END,
+                CASE WHEN i < $4 THEN now() + interval '1 minute' END
+         FROM generate_series(0, $3 - 1) AS i",
+    )
+    .bind(process)
+    .bind(job)
+    .bind(n)
+    .bind(processing)
+    .bind(token)
+    .execute(&pool)
+    .await
+    .unwrap();
+    (db, pool, job, token)
+}
+
+/// `EXPLAIN ANALYZE` of `statement` run as the pool runs it — prepared, with the generic plan
+/// its connections keep — with `arguments` (SQL literals), rolled back.
+async fn explain_prepared(pool: &PgPool, statement: &str, types: &str, arguments: &str) -> Value {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::raw_sql(&format!("PREPARE probe ({types}) AS {statement}"))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE probe ({arguments})"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    plan
+}
+
+/// How many times the plan `plan` ran its function scans (`UNNEST`), loops included.
+fn function_scan_loops(plan: &Value) -> f64 {
+    let mut total = 0.0;
+    if plan["Node Type"] == "Function Scan" {
+        total += plan["Actual Loops"].as_f64().unwrap_or(1.0);
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        total += function_scan_loops(child);
+    }
+    total
+}
+
+fn uuid_array(ids: &[Uuid]) -> String {
+    let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    format!("'{{{}}}'::uuid[]", list.join(","))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_five_documents_reads_them_alone_in_a_job_of_5000() {
+    let (_db, pool, job, _) = job_of(5000, 0).await;
+    let batch: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM documents WHERE position BETWEEN 2500 AND 2504 ORDER BY position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let plan = explain_prepared(
+        &pool,
+        autos::db::documents::CLAIM_STATEMENT,
+        "uuid[], uuid, uuid, float8",
+        &format!("{}, '{job}', gen_random_uuid(), 60", uuid_array(&batch)),
+    )
+    .await;
+    assert_eq!(
+        plan[0]["Plan"]["Actual Rows"], 5,
+        "all five claimed: {plan:#}"
+    );
+    let read = rows_read(&plan[0]["Plan"], "documents");
+    assert!(
+        read <= 20.0,
+        "the claim read {read} rows or index entries of documents to take five: {plan:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_30_documents_unpacks_them_once_and_reads_them_alone() {
+    // A small table, as after a deployment: its generic plan scans it rather than an index.
+    let (_db, pool, job, token) = job_of(200, 100).await;
+    let ended: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM documents WHERE position BETWEEN 50 AND 79 ORDER BY position",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let each = |value: &str, ty: &str| format!("array_fill({value}::{ty}, ARRAY[{}])", ended.len());
+    let arguments = [
+        each(&format!("'{token}'"), "uuid"),
+        uuid_array(&ended),
+        each("'AVAILABLE'", "text"),
+        each("NULL", "text"),
+        each("'processos/x/documentos/d/Documento.pdf'", "text"),
+        each(&format!("'{}'", "0".repeat(64)), "text"),
+        each("100", "bigint"),
+        each("'application/pdf'", "text"),
+        each("NULL", "timestamptz"),
+        each("NULL", "uuid"),
+    ]
+    .join(", ");
+    let plan = explain_prepared(
+        &pool,
+        autos::db::documents::SETTLE_STATEMENT,
+        "uuid[], uuid[], text[], text[], text[], text[], bigint[], text[], timestamptz[], uuid[]",
+        &arguments,
+    )
+    .await;
+    let jobs = &plan[0]["Plan"];
+    assert_eq!(jobs["Actual Rows"], 1, "the job's counts moved: {plan:#}");
+    let unpacked = function_scan_loops(jobs);
+    assert_eq!(
+        unpacked, 1.0,
+        "the endings were unpacked {unpacked} times (once per document in progress?): {plan:#}"
+    );
+    let read = rows_read(jobs, "documents");
+    assert!(
+        read <= 40.0,
+        "settling 30 documents read {read} rows or index entries of documents: {plan:#}"
+    );
+    let available: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM documents WHERE job_id = $1 AND status = 'AVAILABLE'",
+    )
+    .bind(job)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        available, 0,
+        "EXPLAIN ANALYZE ran in a transaction rolled back"
+    );
 }

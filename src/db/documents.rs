@@ -151,10 +151,44 @@ pub struct BatchClaim {
     pub claims: Vec<Claim>,
 }
 
+/// The statement behind [`claim_batch`], with its parameters: `$1` the documents, `$2` their
+/// job, `$3` the claim token, `$4` the lease in seconds. Public so that its plan can be
+/// checked (`EXPLAIN`).
+pub const CLAIM_STATEMENT: &str = concat!(
+    "WITH claimed AS (
+        UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
+               claim_token = $3, lease_until = now() + make_interval(secs => $4),
+               updated_at = now()
+        WHERE id = ANY($1) AND job_id IS NOT DISTINCT FROM $2 AND status = 'PENDING'
+          AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+          AND EXISTS (SELECT 1 FROM download_jobs j
+                      WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
+        RETURNING *),
+     counted AS (
+        UPDATE download_jobs SET pending = pending - n.claimed,
+               processing = processing + n.claimed,
+               status = CASE WHEN status = 'QUEUED' THEN 'RUNNING' ELSE status END,
+               started_at = coalesce(started_at, now()), updated_at = now()
+        FROM (SELECT count(*)::int AS claimed FROM claimed) AS n
+        WHERE id = $2 AND n.claimed > 0
+        RETURNING id)
+     SELECT c.*, p.number AS process_number
+     FROM claimed c JOIN processes p ON p.id = c.process_id
+     WHERE ",
+    relaxed_commit!(),
+    "
+     ORDER BY array_position($1, c.id)",
+);
+
 /// Takes the PENDING, due documents among `document_ids` of an active job for this worker
 /// (PENDING → PROCESSING), counting an attempt for each and moving its job's counts (and a
 /// QUEUED job to RUNNING), in one statement. Documents that are not there to take (another
 /// worker has them, they are not due, the job is no longer active) are left out.
+///
+/// The documents are looked up by id alone: the job is checked with `IS NOT DISTINCT FROM`,
+/// which no index serves. The pool's connections keep one generic plan per statement, made
+/// with the statistics of the moment; on a table not yet analyzed, `job_id = $2` looked as
+/// selective as the ids, and the plan read every document of the job at each claim.
 pub async fn claim_batch(
     pool: &PgPool,
     job_id: Uuid,
@@ -164,37 +198,13 @@ pub async fn claim_batch(
     DocumentStatus::Pending.check(DocumentStatus::Processing)?;
     JobStatus::Queued.check(JobStatus::Running)?;
     let token = Uuid::new_v4();
-    let rows: Vec<ClaimRow> = sqlx::query_as(concat!(
-        "WITH claimed AS (
-            UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
-                   claim_token = $3, lease_until = now() + make_interval(secs => $4),
-                   updated_at = now()
-            WHERE id = ANY($1) AND job_id = $2 AND status = 'PENDING'
-              AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-              AND EXISTS (SELECT 1 FROM download_jobs j
-                          WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
-            RETURNING *),
-         counted AS (
-            UPDATE download_jobs SET pending = pending - n.claimed,
-                   processing = processing + n.claimed,
-                   status = CASE WHEN status = 'QUEUED' THEN 'RUNNING' ELSE status END,
-                   started_at = coalesce(started_at, now()), updated_at = now()
-            FROM (SELECT count(*)::int AS claimed FROM claimed) AS n
-            WHERE id = $2 AND n.claimed > 0
-            RETURNING id)
-         SELECT c.*, p.number AS process_number
-         FROM claimed c JOIN processes p ON p.id = c.process_id
-         WHERE ",
-        relaxed_commit!(),
-        "
-         ORDER BY array_position($1, c.id)",
-    ))
-    .bind(document_ids)
-    .bind(job_id)
-    .bind(token)
-    .bind(lease.as_secs_f64())
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_STATEMENT)
+        .bind(document_ids)
+        .bind(job_id)
+        .bind(token)
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
     Ok(BatchClaim {
         token,
         claims: rows
@@ -400,6 +410,48 @@ pub async fn settle(
     Ok(settle_many(conn, &[settling]).await?.pop())
 }
 
+/// The statement behind [`settle_many`], with its parameters: one array per field of the
+/// ended claims (`$1` tokens, `$2` documents, `$3` statuses, then error, storage key, SHA-256,
+/// size, content type, next attempt and its task). Public so that its plan can be checked
+/// (`EXPLAIN`).
+pub const SETTLE_STATEMENT: &str = concat!(
+    "WITH ended AS MATERIALIZED (
+        SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                             $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
+                             $10::uuid[])
+            AS t(claim_token, id, status, last_error, storage_key, sha256, size,
+                 content_type, next_attempt_at, task_id)),
+     settled AS (
+        UPDATE documents d SET status = e.status, last_error = e.last_error,
+               storage_key = coalesce(e.storage_key, d.storage_key),
+               stored_sha256 = coalesce(e.sha256, d.stored_sha256),
+               stored_size = coalesce(e.size, d.stored_size),
+               stored_content_type = coalesce(e.content_type, d.stored_content_type),
+               stored_at = CASE WHEN e.storage_key IS NULL THEN d.stored_at ELSE now() END,
+               next_attempt_at = CASE WHEN e.status = 'PENDING' THEN e.next_attempt_at
+                                      ELSE d.next_attempt_at END,
+               task_id = CASE WHEN e.status = 'PENDING' THEN e.task_id ELSE d.task_id END,
+               lease_until = NULL, claim_token = NULL, upload_key = NULL, upload_id = NULL,
+               updated_at = now()
+        FROM ended e
+        WHERE d.id = ANY($2) AND d.id = e.id AND d.claim_token = e.claim_token
+          AND d.status = 'PROCESSING'
+        RETURNING d.job_id, d.status),
+     shifted AS (
+        SELECT job_id, count(*)::int AS n,
+               count(*) FILTER (WHERE status = 'PENDING')::int AS to_pending,
+               count(*) FILTER (WHERE status = 'AVAILABLE')::int AS to_available,
+               count(*) FILTER (WHERE status = 'FAILED')::int AS to_failed
+        FROM settled GROUP BY job_id)
+     UPDATE download_jobs j SET processing = j.processing - s.n,
+            pending = j.pending + s.to_pending, available = j.available + s.to_available,
+            failed = j.failed + s.to_failed, updated_at = now()
+     FROM shifted s WHERE j.id = s.job_id AND ",
+    relaxed_commit!(),
+    "
+     RETURNING j.*",
+);
+
 /// Ends claims, each with its token and outcome: the documents' compare-and-set and their
 /// jobs' counts in one statement; then, for a job that this left with no open document, the
 /// job's terminal transition. Returns the jobs as they are afterwards (none if none of the
@@ -407,6 +459,10 @@ pub async fn settle(
 ///
 /// The statement locks the row of each job it touches: writers that may run at once should
 /// give it the documents of one job at a time, so that they cannot deadlock.
+///
+/// The ended claims are unpacked once (`MATERIALIZED`) and the documents looked up by id
+/// (`d.id = ANY($2)`): a generic plan made on a table not yet analyzed otherwise joined them
+/// to every PROCESSING document of the table, unpacking the arrays again for each.
 pub async fn settle_many(
     conn: &mut PgConnection,
     ended: &[Settling],
@@ -462,54 +518,19 @@ pub async fn settle_many(
         due.push(retry.map(|r| r.0));
         tasks.push(retry.map(|r| r.1));
     }
-    let touched: Vec<JobRow> = sqlx::query_as(concat!(
-        "WITH ended AS (
-            SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
-                                 $10::uuid[])
-                AS t(claim_token, id, status, last_error, storage_key, sha256, size,
-                     content_type, next_attempt_at, task_id)),
-         settled AS (
-            UPDATE documents d SET status = e.status, last_error = e.last_error,
-                   storage_key = coalesce(e.storage_key, d.storage_key),
-                   stored_sha256 = coalesce(e.sha256, d.stored_sha256),
-                   stored_size = coalesce(e.size, d.stored_size),
-                   stored_content_type = coalesce(e.content_type, d.stored_content_type),
-                   stored_at = CASE WHEN e.storage_key IS NULL THEN d.stored_at ELSE now() END,
-                   next_attempt_at = CASE WHEN e.status = 'PENDING' THEN e.next_attempt_at
-                                          ELSE d.next_attempt_at END,
-                   task_id = CASE WHEN e.status = 'PENDING' THEN e.task_id ELSE d.task_id END,
-                   lease_until = NULL, claim_token = NULL, upload_key = NULL, upload_id = NULL,
-                   updated_at = now()
-            FROM ended e
-            WHERE d.id = e.id AND d.claim_token = e.claim_token AND d.status = 'PROCESSING'
-            RETURNING d.job_id, d.status),
-         shifted AS (
-            SELECT job_id, count(*)::int AS n,
-                   count(*) FILTER (WHERE status = 'PENDING')::int AS to_pending,
-                   count(*) FILTER (WHERE status = 'AVAILABLE')::int AS to_available,
-                   count(*) FILTER (WHERE status = 'FAILED')::int AS to_failed
-            FROM settled GROUP BY job_id)
-         UPDATE download_jobs j SET processing = j.processing - s.n,
-                pending = j.pending + s.to_pending, available = j.available + s.to_available,
-                failed = j.failed + s.to_failed, updated_at = now()
-         FROM shifted s WHERE j.id = s.job_id AND ",
-        relaxed_commit!(),
-        "
-         RETURNING j.*",
-    ))
-    .bind(&tokens)
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&keys)
-    .bind(&shas)
-    .bind(&sizes)
-    .bind(&content_types)
-    .bind(&due)
-    .bind(&tasks)
-    .fetch_all(&mut *conn)
-    .await?;
+    let touched: Vec<JobRow> = sqlx::query_as(SETTLE_STATEMENT)
+        .bind(&tokens)
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&errors)
+        .bind(&keys)
+        .bind(&shas)
+        .bind(&sizes)
+        .bind(&content_types)
+        .bind(&due)
+        .bind(&tasks)
+        .fetch_all(&mut *conn)
+        .await?;
     if touched.is_empty() {
         tracing::warn!(
             ?ids,
