@@ -315,6 +315,90 @@ async fn plain_loop(
     took
 }
 
+/// The plain loop in a process of its own, as autos runs in one: this bench binary again, in
+/// mode `plain-loop`, with the same client code and configuration ([`plain_loop_child`]).
+/// In the harness, the loop shares a runtime with the court and the store, so a request and
+/// its answer often pass between tasks of one thread; a client of its own (autos, or a
+/// script doing the plain loop) wakes them across processes. Returns the loop's time, as the
+/// child measured it (after its start-up), and the child's CPU seconds.
+async fn plain_loop_process(
+    court: &str,
+    number: &str,
+    shas: &[String],
+    s3: &str,
+    workers: usize,
+    bucket: &str,
+) -> (Duration, f64) {
+    let exe = std::env::current_exe().expect("the bench's own executable");
+    let output = tokio::process::Command::new(exe)
+        .arg("plain-loop")
+        .env("BENCH_PLAIN_COURT", court)
+        .env("BENCH_PLAIN_NUMBER", number)
+        .env("BENCH_PLAIN_SHAS", shas.join(","))
+        .env("BENCH_PLAIN_S3", s3)
+        .env("BENCH_PLAIN_WORKERS", workers.to_string())
+        .env("BENCH_PLAIN_BUCKET", bucket)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the plain loop's process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "plain loop process failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |name: &str| -> f64 {
+        stdout
+            .split_whitespace()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in the plain loop's output: {stdout}"))
+    };
+    (Duration::from_secs_f64(field("took")), field("cpu"))
+}
+
+/// Mode `plain-loop` (run by [`plain_loop_process`]): the plain loop, here, against the court
+/// and the store of the parent's run, after an untimed warm-up; prints
+/// `took <seconds> cpu <seconds>` (the timed loop's).
+async fn plain_loop_child() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let shas: Vec<String> = var("BENCH_PLAIN_SHAS")
+        .split(',')
+        .map(String::from)
+        .collect();
+    let storage = Storage::connect(&StorageConfig {
+        endpoint: Some(var("BENCH_PLAIN_S3")),
+        bucket: "bench".into(),
+        region: "us-east-1".into(),
+        credentials: Some((KEY.into(), SECRET.into())),
+        part_size: DEFAULT_PART_SIZE,
+    })
+    .await;
+    let (court, number, bucket) = (
+        var("BENCH_PLAIN_COURT"),
+        var("BENCH_PLAIN_NUMBER"),
+        var("BENCH_PLAIN_BUCKET"),
+    );
+    let workers = var("BENCH_PLAIN_WORKERS").parse().unwrap();
+    // Warmed up as autos is (its untimed job of ten documents): the first ten, untimed, into
+    // a bucket of their own.
+    let warm = &shas[..shas.len().min(10)];
+    plain_loop(
+        &court,
+        &number,
+        warm,
+        &storage,
+        workers,
+        &format!("{bucket}-warm"),
+    )
+    .await;
+    let cpu = cpu_seconds();
+    let took = plain_loop(&court, &number, &shas, &storage, workers, &bucket).await;
+    println!("took {} cpu {}", took.as_secs_f64(), cpu_seconds() - cpu);
+}
+
 /// Where the throughput run's store keeps its files: `BENCH_STORE_DIR`, else `/dev/shm` where
 /// there is one, else the system's temporary directory.
 ///
@@ -371,35 +455,71 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         "throughput: {count} documents of {size} bytes, {workers} workers, {rounds} rounds, store in {}",
         s3_dir.display()
     );
+    println!(
+        "plain loop: in this process (sharing the court's and the store's runtime); \
+         own process: the same loop as a process of its own, as autos is"
+    );
     if compare {
         println!("A = {}, B = {}", builds[0], builds[1]);
         println!(
-            "| round | plain loop (s) | autos A (s) | autos B (s) | ratio A | ratio B | B / A |"
+            "| round | plain loop (s) | own process (s) | autos A (s) | autos B (s) | ratio A | ratio B | A to own process | B to own process | B / A |"
         );
-        println!("|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
     } else {
-        println!("| round | plain loop (s) | autos (s) | ratio |");
-        println!("|---|---|---|---|");
+        println!("| round | plain loop (s) | own process (s) | autos (s) | ratio | ratio to own process |");
+        println!("|---|---|---|---|---|---|");
     }
+    let verbose = std::env::var_os("BENCH_VERBOSE").is_some();
+    // BENCH_SIDE=plain|autos runs one side only (for profiling one side with perf).
+    let side = std::env::var("BENCH_SIDE").unwrap_or_default();
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
+    let mut own_ratios: Vec<Vec<f64>> = vec![Vec::new(); builds.len()];
     let mut b_over_a = Vec::new();
     for round in 1..=rounds {
-        // Alternate which side goes first, so neither always meets the other's leftovers
-        // (page cache, freed inodes) in the store's file system.
+        // Both plain loops, one after the other (alternating which goes first); before the
+        // autos runs in odd rounds, after them in even ones, so that neither side always
+        // meets the other's leftovers (page cache, freed memory) in the store.
+        let plain_loops = || async {
+            let (mut plain, mut own) = (Duration::ZERO, Duration::ZERO);
+            for which in if round % 4 < 2 { [0, 1] } else { [1, 0] } {
+                let bucket = fresh_bucket(round, ["plain", "own"][which]);
+                let cpu = cpu_seconds();
+                if which == 0 {
+                    plain = plain_loop(&court, number, &shas, &storage, workers, &bucket).await;
+                    if verbose {
+                        eprintln!(
+                            "CPU seconds: harness (court, store, client) plain {:.2}",
+                            cpu_seconds() - cpu
+                        );
+                    }
+                } else {
+                    let child_cpu;
+                    (own, child_cpu) =
+                        plain_loop_process(&court, number, &shas, s3.endpoint(), workers, &bucket)
+                            .await;
+                    clear_bucket(&format!("{bucket}-warm"));
+                    if verbose {
+                        eprintln!(
+                            "CPU seconds: harness (court, store) {:.2}, plain loop's own process {child_cpu:.2}",
+                            cpu_seconds() - cpu
+                        );
+                    }
+                }
+                clear_bucket(&bucket);
+            }
+            (plain, own)
+        };
         let plain_first = round % 2 == 1;
-        // BENCH_SIDE=plain|autos runs one side only (for profiling one side with perf).
-        let side = std::env::var("BENCH_SIDE").unwrap_or_default();
-        let mut plain = Duration::ZERO;
-        let mut plain_cpu = 0.0;
+        let mut plain = (Duration::ZERO, Duration::ZERO);
         if (plain_first || side == "plain") && side != "autos" {
-            let bucket = fresh_bucket(round, "plain");
-            let cpu = cpu_seconds();
-            plain = plain_loop(&court, number, &shas, &storage, workers, &bucket).await;
-            plain_cpu = cpu_seconds() - cpu;
-            clear_bucket(&bucket);
+            plain = plain_loops().await;
         }
         if side == "plain" {
-            println!("| {round} | {:.3} | - | - |", plain.as_secs_f64());
+            println!(
+                "| {round} | {:.3} | {:.3} | - | - | - |",
+                plain.0.as_secs_f64(),
+                plain.1.as_secs_f64()
+            );
             continue;
         }
         let mut order: Vec<usize> = (0..builds.len()).collect();
@@ -414,42 +534,37 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
             clear_bucket(&bucket);
         }
         if !plain_first && side != "autos" {
-            let bucket = fresh_bucket(round, "plain");
-            let cpu = cpu_seconds();
-            plain = plain_loop(&court, number, &shas, &storage, workers, &bucket).await;
-            plain_cpu = cpu_seconds() - cpu;
-            clear_bucket(&bucket);
-        }
-        if std::env::var_os("BENCH_VERBOSE").is_some() {
-            eprintln!("CPU seconds: harness (court, store, client) plain {plain_cpu:.2}");
+            plain = plain_loops().await;
         }
         let secs: Vec<f64> = took.iter().map(Duration::as_secs_f64).collect();
         if side == "autos" {
             let times: Vec<String> = secs.iter().map(|t| format!("{t:.3}")).collect();
-            println!("| {round} | - | {} | - |", times.join(" | "));
+            println!("| {round} | - | - | {} | - | - |", times.join(" | "));
             continue;
         }
-        let round_ratios: Vec<f64> = secs.iter().map(|t| t / plain.as_secs_f64()).collect();
-        for (all, ratio) in ratios.iter_mut().zip(&round_ratios) {
-            all.push(*ratio);
+        let (plain, own) = (plain.0.as_secs_f64(), plain.1.as_secs_f64());
+        let round_ratios: Vec<f64> = secs.iter().map(|t| t / plain).collect();
+        let round_own: Vec<f64> = secs.iter().map(|t| t / own).collect();
+        for b in 0..builds.len() {
+            ratios[b].push(round_ratios[b]);
+            own_ratios[b].push(round_own[b]);
         }
         if compare {
             b_over_a.push(secs[1] / secs[0]);
             println!(
-                "| {round} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.3} |",
-                plain.as_secs_f64(),
+                "| {round} | {plain:.3} | {own:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} |",
                 secs[0],
                 secs[1],
                 round_ratios[0],
                 round_ratios[1],
+                round_own[0],
+                round_own[1],
                 secs[1] / secs[0]
             );
         } else {
             println!(
-                "| {round} | {:.3} | {:.3} | {:.2} |",
-                plain.as_secs_f64(),
-                secs[0],
-                round_ratios[0]
+                "| {round} | {plain:.3} | {own:.3} | {:.3} | {:.2} | {:.2} |",
+                secs[0], round_ratios[0], round_own[0]
             );
         }
     }
@@ -457,16 +572,16 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         values.sort_by(f64::total_cmp);
         values.get(values.len() / 2).copied()
     };
-    if compare {
-        if let (Some(a), Some(b), Some(ba)) = (
-            median(&mut ratios[0]),
-            median(&mut ratios[1]),
-            median(&mut b_over_a),
-        ) {
-            println!("median ratio autos / plain loop: A {a:.2}, B {b:.2}; median B / A per round: {ba:.3}");
+    let names = if compare { vec!["A ", "B "] } else { vec![""] };
+    for (b, name) in names.iter().enumerate() {
+        if let (Some(plain), Some(own)) = (median(&mut ratios[b]), median(&mut own_ratios[b])) {
+            println!(
+                "median ratio {name}autos / plain loop: {plain:.2}; autos / plain loop in its own process: {own:.2}"
+            );
         }
-    } else if let Some(median) = median(&mut ratios[0]) {
-        println!("median ratio autos / plain loop: {median:.2}");
+    }
+    if let Some(ba) = median(&mut b_over_a) {
+        println!("median B / A per round: {ba:.3}");
     }
     s3.shutdown();
     let _ = std::fs::remove_dir_all(&s3_dir);
@@ -735,6 +850,9 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
+        if which == "plain-loop" {
+            return plain_loop_child().await;
+        }
         if matches!(which, "all" | "throughput") {
             throughput(
                 &admin,
