@@ -1050,6 +1050,62 @@ async fn the_settler_writes_what_it_holds_when_closed_and_what_comes_after() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_ends_in_the_transaction_that_settles_its_last_document() {
+    // Whoever reads a job after a commit (a progress subscriber, a `job` query) must never
+    // find it QUEUED or RUNNING with every document settled: its end commits with its last
+    // document. A deferred trigger records, as each transaction that changes documents
+    // commits, the state of their job.
+    let court = Court::start().await;
+    let n = number(128);
+    court.add_process(
+        &n,
+        (1..=12)
+            .map(|i| Doc::new(&format!("d{i}"), &format!("d{i}.pdf"), bytes(200, i)))
+            .collect(),
+    );
+    let app = TestApp::spawn(court).await;
+    let pool = app.services().pool.clone();
+    sqlx::raw_sql(
+        "CREATE TABLE committed_job_states (job_id uuid, status text, open integer);
+         CREATE FUNCTION record_committed_job_state() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO committed_job_states
+             SELECT id, status, pending + processing FROM download_jobs WHERE id = NEW.job_id;
+             RETURN NULL;
+         END;
+         $$;
+         CREATE CONSTRAINT TRIGGER record_committed_job_state AFTER UPDATE ON documents
+             DEFERRABLE INITIALLY DEFERRED
+             FOR EACH ROW EXECUTE FUNCTION record_committed_job_state();",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = job_id(&app.start(&n, false).await);
+    let job = app.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let states: Vec<(String, i32)> =
+        sqlx::query_as("SELECT status, open FROM committed_job_states WHERE job_id = $1::uuid")
+            .bind(&id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(
+        states.contains(&("COMPLETED".to_string(), 0)),
+        "the transaction settling the last document recorded: {states:?}"
+    );
+    let stuck: Vec<_> = states
+        .iter()
+        .filter(|(status, open)| matches!(status.as_str(), "QUEUED" | "RUNNING") && *open == 0)
+        .collect();
+    assert!(
+        stuck.is_empty(),
+        "committed with nothing open and still active: {stuck:?} (all: {states:?})"
+    );
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Cancel and retry
 // ---------------------------------------------------------------------------------------------

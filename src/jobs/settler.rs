@@ -178,11 +178,15 @@ async fn write_job(
     ended: &[Settling],
     check_end: bool,
 ) -> anyhow::Result<()> {
-    let mut conn = pool.acquire().await?;
-    let jobs = documents::settle_many(&mut conn, ended).await?;
+    // One transaction: a job's last documents and its end commit together, so that nobody
+    // (a progress subscriber, a `job` query) ever reads it RUNNING with every document
+    // settled. The endings alone commit without waiting for the disk; a job's end waits.
+    let mut tx = pool.begin().await?;
+    let mut jobs = documents::settle_many(&mut tx, ended).await?;
     if jobs.is_empty() && check_end {
-        log_finished(&crate::db::jobs::finish_if_settled(&mut conn, job_id).await?);
+        jobs.push(crate::db::jobs::finish_if_settled(&mut tx, job_id).await?);
     }
+    tx.commit().await?;
     for job in jobs {
         log_finished(&job);
     }
