@@ -1461,8 +1461,19 @@ async fn a_transfer_stopped_mid_upload_leaves_no_parts_behind() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(app.keys().await.is_empty(), "nothing was stored");
-    let job = app.job(&id).await;
-    assert_eq!(doc(&job, "d1")["status"], "PENDING", "{job:#}");
+    // The upload's abort and the document's release run side by side: wait for the release.
+    let at = std::time::Instant::now();
+    loop {
+        let job = app.job(&id).await;
+        if doc(&job, "d1")["status"] == "PENDING" {
+            break;
+        }
+        assert!(
+            at.elapsed() < Duration::from_secs(5),
+            "not released: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.stop().await;
 }
 
