@@ -190,7 +190,8 @@ pub struct Config {
     #[arg(long, env = "AUTOS_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1000..), global = true)]
     pub lease_ms: u64,
 
-    /// How often each worker process looks for lost work (expired claims, orphaned documents), in milliseconds.
+    /// How often the worker processes look for lost work (expired claims, orphaned documents), in
+    /// milliseconds: one pass per interval in the whole cluster, by whichever process looks first.
     #[arg(long, env = "AUTOS_SWEEP_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..), global = true)]
     pub sweep_interval_ms: u64,
 

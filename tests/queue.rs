@@ -1289,3 +1289,29 @@ async fn settling_30_documents_unpacks_them_once_and_reads_them_alone() {
         "EXPLAIN ANALYZE ran in a transaction rolled back"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The sweeper's turns
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_processes_make_one_sweeper_pass_per_interval_between_them() {
+    use autos::jobs::sweeper::take_turn;
+    let (_db, pool) = queue_db(4).await;
+    let interval = Duration::from_millis(600);
+    // Four processes look at once: one of them makes the pass.
+    let first: Vec<bool> = futures::future::join_all((0..4).map(|_| take_turn(&pool, interval)))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(first.iter().filter(|t| **t).count(), 1, "{first:?}");
+    // Until the interval has passed, nobody else.
+    assert!(!take_turn(&pool, interval).await.unwrap());
+    tokio::time::sleep(interval).await;
+    // Then the first to look, once.
+    assert!(take_turn(&pool, interval).await.unwrap());
+    assert!(!take_turn(&pool, interval).await.unwrap());
+    // A process configured with a shorter interval looks on its own schedule.
+    assert!(take_turn(&pool, Duration::ZERO).await.unwrap());
+}

@@ -1,5 +1,8 @@
 //! The sweeper: every `autos work` process runs one, so that no document and no job is left
-//! hanging whatever happened to a worker or a queue row.
+//! hanging whatever happened to a worker or a queue row. They take turns: once per interval,
+//! the first of them to look makes the pass for the whole cluster (see [`take_turn`]), so N
+//! worker processes do not scan the tables N times; should it die, another takes the next
+//! turn.
 //!
 //! Each pass:
 //! 0. a multipart upload recorded on a document whose claim is over (its worker died
@@ -33,21 +36,43 @@ pub struct Swept {
     pub finished: usize,
 }
 
-/// Runs passes every `interval` until `stop` turns true.
+/// Looks every `interval` whether a pass is due in the cluster, and makes it if so, until
+/// `stop` turns true.
 pub async fn run(svc: Services, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
-        match sweep(&svc).await {
-            Ok(swept) if swept != Swept::default() => {
-                tracing::info!(?swept, "sweeper recovered work")
-            }
-            Ok(_) => {}
-            Err(err) => tracing::error!(error = %format!("{err:#}"), "sweeper pass failed"),
+        match take_turn(&svc.pool, interval).await {
+            Ok(true) => match sweep(&svc).await {
+                Ok(swept) if swept != Swept::default() => {
+                    tracing::info!(?swept, "sweeper recovered work")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %format!("{err:#}"), "sweeper pass failed"),
+            },
+            Ok(false) => {}
+            Err(err) => tracing::error!(error = %err, "cannot take the sweeper's turn"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Takes the sweeper's turn for the whole cluster: true (make a pass now) for the first
+/// process to ask once `interval` has passed since the last pass began, anywhere; false for
+/// the others. The time of the last pass is a row of `settings`, compared and set in one
+/// statement, on the database's clock.
+pub async fn take_turn(pool: &sqlx::PgPool, interval: Duration) -> Result<bool, sqlx::Error> {
+    let taken: Option<String> = sqlx::query_scalar(
+        "INSERT INTO settings (key, value) VALUES ('sweeper_last_pass', now()::text)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value
+         WHERE settings.value::timestamptz <= now() - make_interval(secs => $1)
+         RETURNING key",
+    )
+    .bind(interval.as_secs_f64())
+    .fetch_optional(pool)
+    .await?;
+    Ok(taken.is_some())
 }
 
 /// One pass.
