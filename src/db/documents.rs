@@ -10,7 +10,7 @@ use super::jobs::{self, JobRow};
 use super::DbError;
 use crate::domain::status::{DocumentStatus, JobStatus};
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -394,10 +394,9 @@ pub struct Settling {
     pub outcome: Outcome,
 }
 
-/// Ends a claim with `outcome`: see [`settle_many`]. Run it in a transaction when something
-/// must commit with it.
+/// Ends a claim with `outcome`: see [`settle_many`].
 pub async fn settle(
-    conn: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     document_id: Uuid,
     token: Uuid,
     outcome: Outcome,
@@ -407,7 +406,7 @@ pub async fn settle(
         document: document_id,
         outcome,
     };
-    Ok(settle_many(conn, &[settling]).await?.pop())
+    Ok(settle_many(tx, &[settling]).await?.pop())
 }
 
 /// The statement behind [`settle_many`], with its parameters: one array per field of the
@@ -457,14 +456,16 @@ pub const SETTLE_STATEMENT: &str = concat!(
 /// job's terminal transition. Returns the jobs as they are afterwards (none if none of the
 /// claims was still valid: nothing was changed; a claim no longer valid is left as it is).
 ///
-/// The statement locks the row of each job it touches: writers that may run at once should
-/// give it the documents of one job at a time, so that they cannot deadlock.
+/// It runs in the caller's transaction, so that a job's end commits with its last documents:
+/// nobody reads a job RUNNING with every document settled. The statement locks the row of
+/// each job it touches: writers that may run at once should give it the documents of one
+/// job at a time, so that they cannot deadlock.
 ///
 /// The ended claims are unpacked once (`MATERIALIZED`) and the documents looked up by id
 /// (`d.id = ANY($2)`): a generic plan made on a table not yet analyzed otherwise joined them
 /// to every PROCESSING document of the table, unpacking the arrays again for each.
 pub async fn settle_many(
-    conn: &mut PgConnection,
+    tx: &mut Transaction<'_, Postgres>,
     ended: &[Settling],
 ) -> Result<Vec<JobRow>, DbError> {
     if ended.is_empty() {
@@ -529,7 +530,7 @@ pub async fn settle_many(
         .bind(&content_types)
         .bind(&due)
         .bind(&tasks)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut **tx)
         .await?;
     if touched.is_empty() {
         tracing::warn!(
@@ -540,7 +541,7 @@ pub async fn settle_many(
     let mut after = Vec::with_capacity(touched.len());
     for job in touched {
         if job.pending == 0 && job.processing == 0 && !job.status()?.is_terminal() {
-            after.push(jobs::finish_if_settled(conn, job.id).await?);
+            after.push(jobs::finish_if_settled(tx, job.id).await?);
         } else {
             after.push(job);
         }

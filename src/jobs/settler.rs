@@ -178,9 +178,7 @@ async fn write_job(
     ended: &[Settling],
     check_end: bool,
 ) -> anyhow::Result<()> {
-    // One transaction: a job's last documents and its end commit together, so that nobody
-    // (a progress subscriber, a `job` query) ever reads it RUNNING with every document
-    // settled. The endings alone commit without waiting for the disk; a job's end waits.
+    // The endings alone commit without waiting for the disk; a job's end waits.
     let mut tx = pool.begin().await?;
     let mut jobs = documents::settle_many(&mut tx, ended).await?;
     if jobs.is_empty() && check_end {
