@@ -359,6 +359,19 @@ async fn plain_loop_process(
     (Duration::from_secs_f64(field("took")), field("cpu"))
 }
 
+/// The plain loop's S3 client for the store at `endpoint`: autos' own storage code, as autos
+/// configures it by default.
+async fn plain_storage(endpoint: &str) -> Storage {
+    Storage::connect(&StorageConfig {
+        endpoint: Some(endpoint.into()),
+        bucket: "bench".into(),
+        region: "us-east-1".into(),
+        credentials: Some((KEY.into(), SECRET.into())),
+        part_size: DEFAULT_PART_SIZE,
+    })
+    .await
+}
+
 /// Mode `plain-loop` (run by [`plain_loop_process`]): the plain loop, here, against the court
 /// and the store of the parent's run, after an untimed warm-up; prints
 /// `took <seconds> cpu <seconds>` (the timed loop's).
@@ -368,14 +381,7 @@ async fn plain_loop_child() {
         .split(',')
         .map(String::from)
         .collect();
-    let storage = Storage::connect(&StorageConfig {
-        endpoint: Some(var("BENCH_PLAIN_S3")),
-        bucket: "bench".into(),
-        region: "us-east-1".into(),
-        credentials: Some((KEY.into(), SECRET.into())),
-        part_size: DEFAULT_PART_SIZE,
-    })
-    .await;
+    let storage = plain_storage(&var("BENCH_PLAIN_S3")).await;
     let (court, number, bucket) = (
         var("BENCH_PLAIN_COURT"),
         var("BENCH_PLAIN_NUMBER"),
@@ -428,14 +434,7 @@ async fn throughput(admin: &str, count: usize, size: usize, rounds: usize) {
         .await
         .unwrap();
     let (court, shas) = start_court(number, count, size).await;
-    let storage = Storage::connect(&StorageConfig {
-        endpoint: Some(s3.endpoint().into()),
-        bucket: "bench".into(),
-        region: "us-east-1".into(),
-        credentials: Some((KEY.into(), SECRET.into())),
-        part_size: DEFAULT_PART_SIZE,
-    })
-    .await;
+    let storage = plain_storage(s3.endpoint()).await;
     storage.ensure_bucket().await.unwrap();
     // Each run writes into a bucket of its own, empty, and the store's files of a run are
     // deleted once it is over, outside the clock: no side overwrites objects (replacing files,
