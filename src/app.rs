@@ -1,7 +1,9 @@
 //! The composition root: builds every part from the configuration, runs the API server and/or
 //! the workers, and stops them in order.
 
-use crate::config::Config;
+use crate::auth::origins::OriginPolicy;
+use crate::auth::{AuthMode, Authenticator};
+use crate::config::{Auth, Config, KeyCommand};
 use crate::embedded::{postgres::EmbeddedPostgres, s3::EmbeddedS3};
 use crate::graphql;
 use crate::http::{self, HttpState};
@@ -57,6 +59,8 @@ pub struct Application {
     pub addr: Option<SocketAddr>,
     /// The parts, for tests and tools.
     pub services: Services,
+    /// Who is calling, when serving.
+    pub auth: Option<Authenticator>,
     shutdown: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
@@ -96,28 +100,115 @@ pub async fn connect_database(
     Ok((pool, embedded.postgres))
 }
 
-/// The webhook signing secret: `AUTOS_WEBHOOK_SECRET`, else the one stored in the database,
-/// generated (and logged, once) at the first start.
+/// How webhooks are signed and sent, from the configuration.
+fn webhook_settings(config: &Config) -> anyhow::Result<jobs::webhook::WebhookSettings> {
+    let default_secret = config
+        .webhook_secret
+        .as_deref()
+        .map(crate::webhook::Secret::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_SECRET: {e}"))?;
+    Ok(jobs::webhook::WebhookSettings {
+        default_secret,
+        max_attempts: config.webhook_max_attempts,
+        backoff: Duration::from_millis(config.webhook_backoff_ms),
+        timeout: Duration::from_millis(config.webhook_timeout_ms),
+    })
+}
+
+/// A tenant's webhook signing secret (`autos webhook-secret`): `AUTOS_WEBHOOK_SECRET` for the
+/// tenant `default` when set, else the stored one, generated at first need.
 pub async fn webhook_secret(
     config: &Config,
     pool: &sqlx::PgPool,
+    tenant: &str,
 ) -> anyhow::Result<crate::webhook::Secret> {
-    if let Some(raw) = &config.webhook_secret {
-        return crate::webhook::Secret::parse(raw)
-            .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_SECRET: {e}"));
+    let settings = webhook_settings(config)?;
+    let row = crate::db::tenants::find_by_slug(pool, tenant)
+        .await?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "there is no tenant `{tenant}` (a tenant is made with its first key: `autos key create --tenant {tenant}`)"
+            )
+        })?;
+    jobs::webhook::current_secret(pool, &settings, row.id).await
+}
+
+/// `autos key create|list|revoke`.
+pub async fn key_command(pool: &sqlx::PgPool, command: KeyCommand) -> anyhow::Result<()> {
+    use crate::auth::admin::{self, KeySpec};
+    use crate::auth::audit::Actor;
+    match command {
+        KeyCommand::Create {
+            tenant,
+            scopes,
+            name,
+            expires_in_days,
+            rate_limit,
+        } => {
+            let scopes = crate::auth::Scope::parse_list(&scopes)
+                .map_err(|e| anyhow::anyhow!("--scopes: {e}"))?;
+            let spec = KeySpec {
+                tenant,
+                scopes,
+                name,
+                expires_in_days,
+                rate_limit,
+            };
+            let (key, row) = admin::create_key(pool, &spec, &Actor::cli()).await?;
+            println!("tenant:  {}", row.tenant);
+            println!("key id:  {}", row.id);
+            println!("scopes:  {}", row.scopes.join(","));
+            println!(
+                "expires: {}",
+                row.expires_at
+                    .map_or("never".to_string(), |at| at.to_rfc3339())
+            );
+            println!("The key follows; it is shown this once. Keep it secret.");
+            println!("{}", key.reveal());
+        }
+        KeyCommand::List { tenant } => {
+            let tenant_id = match tenant {
+                Some(slug) => Some(
+                    crate::db::tenants::find_by_slug(pool, &slug)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("there is no tenant `{slug}`"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let rows = crate::db::keys::list(pool, tenant_id).await?;
+            let time = |at: Option<chrono::DateTime<chrono::Utc>>, none: &str| {
+                at.map_or(none.to_string(), |at| {
+                    at.format("%Y-%m-%d %H:%M").to_string()
+                })
+            };
+            println!(
+                "{:<12}  {:<16}  {:<20}  {:<16}  {:<16}  {:<16}  {:<16}  {:<16}",
+                "ID", "TENANT", "NAME", "SCOPES", "CREATED", "LAST USED", "EXPIRES", "REVOKED"
+            );
+            for row in rows {
+                println!(
+                    "{:<12}  {:<16}  {:<20}  {:<16}  {:<16}  {:<16}  {:<16}  {:<16}",
+                    row.id,
+                    row.tenant,
+                    row.name.as_deref().unwrap_or("-"),
+                    row.scopes.join(","),
+                    time(Some(row.created_at), "-"),
+                    time(row.last_used_at, "never"),
+                    time(row.expires_at, "never"),
+                    time(row.revoked_at, "-"),
+                );
+            }
+        }
+        KeyCommand::Revoke { key_id } => {
+            let row = admin::revoke_key(pool, &key_id, &Actor::cli())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("there is no key `{key_id}`"))?;
+            println!("revoked {} (tenant {})", row.id, row.tenant);
+        }
     }
-    let (stored, generated) =
-        crate::db::webhooks::setting_or_insert(pool, "webhook_secret", || {
-            crate::webhook::Secret::generate().to_string()
-        })
-        .await
-        .context("cannot read the stored webhook secret")?;
-    let secret = crate::webhook::Secret::parse(&stored)
-        .map_err(|e| anyhow::anyhow!("the stored webhook secret is unusable: {e}"))?;
-    if generated {
-        tracing::info!(secret = %secret, "generated the webhook signing secret (Standard Webhooks); `autos webhook-secret` prints it again");
-    }
-    Ok(secret)
+    Ok(())
 }
 
 /// The sample court: `./playground/sample-court`, else the one beside the sources.
@@ -132,6 +223,21 @@ fn sample_court() -> PathBuf {
 impl Application {
     /// Builds every part and starts what `role` asks for.
     pub async fn start(config: Config, role: Role) -> anyhow::Result<Application> {
+        if role.serve && config.auth == Auth::Off && !config.bind.ip().is_loopback() {
+            anyhow::bail!(
+                "AUTOS_AUTH=off is refused on {} (AUTOS_BIND): without authentication autos may \
+                 only listen on a loopback address",
+                config.bind
+            );
+        }
+        let cors_origins = config.cors_origins().map_err(|e| anyhow::anyhow!(e))?;
+        if role.serve && config.bind.ip().is_unspecified() && config.public_url.is_none() {
+            tracing::warn!(
+                bind = %config.bind,
+                "AUTOS_PUBLIC_URL is not set: browsers (the progress page, GraphiQL) are refused \
+                 unless their origin is in AUTOS_CORS_ORIGINS; set it to the address they use"
+            );
+        }
         let mut embedded = Embedded::default();
         let url = database(&config, &mut embedded).await?;
         let connections = config.workers * 2 + 10;
@@ -207,18 +313,13 @@ impl Application {
             &config.webhook_allowed_hosts,
         )
         .map_err(|e| anyhow::anyhow!("AUTOS_WEBHOOK_ALLOWED_HOSTS: {e}"))?;
-        let secret = webhook_secret(&config, &pool).await?;
+        let webhooks = webhook_settings(&config)?;
         let services = Services {
             starting: jobs::Starting::default(),
             settler: jobs::settler::Settler::start(pool.clone()),
             cancellations: jobs::cancellations::Cancellations::default(),
             public_url: String::new(),
-            webhooks: jobs::webhook::WebhookSettings {
-                secret,
-                max_attempts: config.webhook_max_attempts,
-                backoff: Duration::from_millis(config.webhook_backoff_ms),
-                timeout: Duration::from_millis(config.webhook_timeout_ms),
-            },
+            webhooks,
             webhook_policy,
             pool: pool.clone(),
             source,
@@ -231,6 +332,9 @@ impl Application {
                 max_document_bytes: config.max_document_bytes,
                 lease: Duration::from_millis(config.lease_ms),
                 presign_ttl: config.presign_ttl(),
+                audit_retention: Duration::from_secs(
+                    u64::from(config.audit_retention_days) * 24 * 3600,
+                ),
             },
         };
         let (shutdown, stop) = watch::channel(false);
@@ -291,18 +395,35 @@ impl Application {
             (None, None, None)
         };
 
-        let (addr, server) = if let Some(listener) = listener {
+        let (addr, server, auth, first_key) = if let Some(listener) = listener {
             let addr = listener.local_addr()?;
+            let mode = match config.auth {
+                Auth::Keys => AuthMode::Keys,
+                Auth::Off => AuthMode::Off,
+            };
+            let auth = Authenticator::start(pool.clone(), mode, stop.clone()).await?;
+            let first_key = match mode {
+                AuthMode::Keys => crate::auth::admin::first_key(&pool)
+                    .await
+                    .context("cannot create the first API key")?,
+                AuthMode::Off => None,
+            };
             let hub = crate::progress::Hub::start(pool.clone(), stop.clone());
-            let receiver = Arc::new(crate::webhook::receiver::TestReceiver::new(
-                services.webhooks.secret.clone(),
-            ));
-            let schema = graphql::schema(Some((services.clone(), hub, receiver.clone())));
+            let receiver = Arc::new(crate::webhook::receiver::TestReceiver::new());
+            let schema = graphql::schema(Some(graphql::Parts {
+                services: services.clone(),
+                hub,
+                receiver: receiver.clone(),
+                auth: auth.clone(),
+            }));
             let state = HttpState {
                 subscriptions: graphql::multiplex::Multiplexed::new(schema.clone()),
                 schema,
                 services: services.clone(),
                 receiver,
+                auth: auth.clone(),
+                origins: OriginPolicy::new(&services.public_url, cors_origins.clone()),
+                trust_forwarded: config.trust_forwarded,
             };
             let app = http::router(state);
             let mut stop = stop.clone();
@@ -312,6 +433,7 @@ impl Application {
                 let listener = listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
                 let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
                 });
@@ -321,14 +443,30 @@ impl Application {
             });
             let public = &services.public_url;
             tracing::info!(%addr, "listening: progress page {public}/ , GraphiQL {public}/graphql");
-            (Some(addr), Some(server))
+            if mode == AuthMode::Off {
+                tracing::warn!(
+                    "AUTOS_AUTH=off: no authentication; everything belongs to the tenant `default`"
+                );
+            }
+            (Some(addr), Some(server), Some(auth), first_key)
         } else {
-            (None, None)
+            (None, None, None, None)
         };
+        if let Some(key) = first_key {
+            // The one time a secret is logged: nobody could use this deployment otherwise.
+            tracing::info!(
+                "first start: created the tenant `default` and an admin key. Open {}/#key={} \
+                 (the progress page and GraphiQL keep the key in the browser). \
+                 `autos key create --tenant NAME` makes more; this URL is not shown again.",
+                services.public_url,
+                key.reveal()
+            );
+        }
 
         Ok(Application {
             addr,
             services,
+            auth,
             shutdown,
             server,
             sweeper,
@@ -343,6 +481,9 @@ impl Application {
         let _ = self.shutdown.send(true);
         if let Some(server) = self.server {
             let _ = server.await;
+        }
+        if let Some(auth) = &self.auth {
+            auth.flush().await;
         }
         if let Some(workers) = self.workers {
             workers.shutdown().await;

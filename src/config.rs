@@ -21,7 +21,7 @@ pub struct Cli {
 }
 
 /// The subcommands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// API server and worker in one process (the default).
     All,
@@ -33,8 +33,58 @@ pub enum Command {
     Migrate,
     /// Prints the GraphQL SDL.
     Schema,
-    /// Prints the webhook signing secret (`whsec_…`), generating and storing it if needed.
-    WebhookSecret,
+    /// Prints a tenant's webhook signing secret (`whsec_…`), generating and storing it if needed.
+    WebhookSecret {
+        /// The tenant.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Manages API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+/// `autos key …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum KeyCommand {
+    /// Creates a key (and its tenant, if new); the key is the last line printed, shown this once.
+    Create {
+        /// The tenant (`a-z`, `0-9`, `-`).
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated scopes: read, write, admin.
+        #[arg(long, default_value = "write")]
+        scopes: String,
+        /// A label for people.
+        #[arg(long)]
+        name: Option<String>,
+        /// Days until it stops working by itself.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        expires_in_days: Option<u32>,
+        /// Points per minute for this key (kept with the key; not enforced yet).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
+        rate_limit: Option<u32>,
+    },
+    /// Lists keys: id, tenant, name, scopes, created, last used, expiry, revoked.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revokes a key: it stops working at once, on every process.
+    Revoke {
+        /// The key id (the `{id}` of `autos_{id}_{secret}`).
+        key_id: String,
+    },
+}
+
+/// `AUTOS_AUTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    /// API keys and progress tokens.
+    Keys,
+    /// No authentication (loopback binds only): everything belongs to the tenant `default`.
+    Off,
 }
 
 /// Every setting. Each field reads the environment variable named in its `env` attribute.
@@ -207,6 +257,24 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "AUTOS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
     pub log_format: String,
+
+    /// Authentication: `keys` (API keys and progress tokens) or `off` (loopback binds only).
+    #[arg(long, env = "AUTOS_AUTH", value_enum, default_value_t = Auth::Keys, global = true)]
+    pub auth: Auth,
+
+    /// Comma-separated browser origins allowed to call the API (CORS) and open WebSockets,
+    /// besides the origin of AUTOS_PUBLIC_URL.
+    #[arg(long, env = "AUTOS_CORS_ORIGINS", default_value = "", global = true)]
+    pub cors_origins: String,
+
+    /// Days the audit log keeps an entry.
+    #[arg(long, env = "AUTOS_AUDIT_RETENTION_DAYS", default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=36_500), global = true)]
+    pub audit_retention_days: u32,
+
+    /// Take the client address for the audit log from `X-Forwarded-For` (its last entry, the
+    /// one the trusted proxy in front of autos added). Only behind such a proxy.
+    #[arg(long, env = "AUTOS_TRUST_FORWARDED", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub trust_forwarded: bool,
 }
 
 impl Config {
@@ -236,6 +304,28 @@ impl Config {
     /// Lifetime of presigned download URLs.
     pub fn presign_ttl(&self) -> Duration {
         Duration::from_secs(self.presign_ttl_secs)
+    }
+
+    /// The browser origins allowed besides the public URL's, normalized
+    /// (`scheme://host[:port]`), refusing anything that is not an origin.
+    pub fn cors_origins(&self) -> Result<Vec<String>, String> {
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|o| {
+                let url = url::Url::parse(o)
+                    .map_err(|e| format!("AUTOS_CORS_ORIGINS: `{o}` is not an origin: {e}"))?;
+                let origin = url.origin();
+                let plain = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+                if !origin.is_tuple() || !plain || !matches!(url.scheme(), "http" | "https") {
+                    return Err(format!(
+                        "AUTOS_CORS_ORIGINS: `{o}` is not an origin (scheme://host[:port])"
+                    ));
+                }
+                Ok(origin.ascii_serialization())
+            })
+            .collect()
     }
 }
 

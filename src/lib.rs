@@ -5,6 +5,8 @@
 
 /// Composition root: builds every part from the configuration and runs them.
 pub mod app;
+/// Access control: API keys, progress tokens, scopes, tenants' visibility, the audit log.
+pub mod auth;
 /// Every setting, from the environment and command-line flags.
 pub mod config;
 /// SQL: processes, documents, jobs; compare-and-set status updates.

@@ -92,8 +92,11 @@ fn init_tracing(config: &autos::config::Config) -> Result<(), String> {
             config.log
         )
     })?;
+    use std::io::IsTerminal as _;
+    // Colour codes only for a person at a terminal, not in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if config.log_format == "json" {
         builder.json().init();
@@ -120,18 +123,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
-        Command::WebhookSecret => {
-            let (pool, embedded) = autos::app::connect_database(&config, 2).await?;
-            if config.migrate {
-                autos::db::migrate(&pool).await?;
-            }
-            let secret = autos::app::webhook_secret(&config, &pool).await?;
+        Command::WebhookSecret { tenant } => {
+            let settings = config.clone();
+            let secret = with_database(&config, |pool| async move {
+                autos::app::webhook_secret(&settings, &pool, &tenant).await
+            })
+            .await?;
             println!("{secret}");
-            pool.close().await;
-            if let Some(pg) = embedded {
-                pg.stop().await?;
-            }
             return Ok(());
+        }
+        Command::Key(command) => {
+            return with_database(&config, |pool| async move {
+                autos::app::key_command(&pool, command).await
+            })
+            .await;
         }
         Command::All => Role::ALL,
         Command::Serve => Role::SERVE,
@@ -142,6 +147,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     app.stop().await;
     Ok(())
+}
+
+/// Runs `f` on the database (the embedded one, started or joined, when none is configured),
+/// migrated unless `AUTOS_MIGRATE=false`, and closes it after.
+async fn with_database<T, F, Fut>(config: &autos::config::Config, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(sqlx::PgPool) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (pool, embedded) = autos::app::connect_database(config, 2).await?;
+    if config.migrate {
+        autos::db::migrate(&pool).await?;
+    }
+    let result = f(pool.clone()).await;
+    pool.close().await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+    }
+    result
 }
 
 async fn shutdown_signal() {

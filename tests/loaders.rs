@@ -42,11 +42,12 @@ impl CountedApi {
         let direct = Application::start(config(&db.url, &s3, &court.url(), &options), options.role)
             .await
             .expect("start autos");
+        let key = create_key(&db.url, TENANT, &[autos::auth::Scope::Write]).await;
         CountedApi {
             app,
             direct,
             proxy,
-            http: reqwest::Client::new(),
+            http: client_with(&key),
             court,
             _s3: s3,
             _db: db,

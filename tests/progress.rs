@@ -221,7 +221,7 @@ async fn start_job(http: &reqwest::Client, addr: SocketAddr, n: &str) -> String 
 
 /// A new connection with operation "1" subscribed to `job`.
 async fn subscribe(app: &TestApp, protocol: Protocol, query: &str, job: &str) -> WsClient {
-    let mut client = WsClient::connect(app.addr, protocol).await;
+    let mut client = WsClient::connect(app.addr, protocol, &app.key).await;
     client.subscribe("1", query, json!({ "id": job })).await;
     client
 }
@@ -313,7 +313,7 @@ async fn a_finished_job_gives_one_terminal_message_then_completes() {
     let empty_id = job_id(&app.start(&empty, false).await);
 
     for protocol in [Protocol::TransportWs, Protocol::Legacy] {
-        let mut client = WsClient::connect(app.addr, protocol).await;
+        let mut client = WsClient::connect(app.addr, protocol, &app.key).await;
         for (op, job_id, total) in [("a", &id, 3), ("b", &empty_id, 0)] {
             client
                 .subscribe(op, PROGRESS, json!({ "id": job_id }))
@@ -341,7 +341,7 @@ async fn an_unknown_job_is_job_not_found_in_both_protocols() {
     let unknown = uuid::Uuid::new_v4().to_string();
 
     for protocol in [Protocol::TransportWs, Protocol::Legacy] {
-        let mut client = WsClient::connect(app.addr, protocol).await;
+        let mut client = WsClient::connect(app.addr, protocol, &app.key).await;
         for (op, id) in [("1", unknown.as_str()), ("2", "not-a-job"), ("3", "")] {
             client.subscribe(op, PROGRESS, json!({ "id": id })).await;
             let outcome = client.outcome(op, WAIT).await;
@@ -408,7 +408,6 @@ async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {
     let db = TestDb::new().await;
     let s3 = TestS3::start().await;
     let addr = free_port();
-    let http = reqwest::Client::new();
 
     let mut serve = autos_process("serve", &db, &s3, &court, addr)
         .spawn()
@@ -418,19 +417,22 @@ async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {
         if let Some(status) = serve.try_wait().expect("serve process") {
             panic!("autos serve exited: {status}");
         }
-        let ready = http.get(format!("http://{addr}/readyz")).send().await;
+        let ready = reqwest::get(format!("http://{addr}/readyz")).await;
         if ready.is_ok_and(|r| r.status() == 200) {
             break;
         }
         assert!(Instant::now() < deadline, "autos serve never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A key made as `autos key create` makes one, in the database the process uses.
+    let key = create_key(&db.url, TENANT, &[autos::auth::Scope::Write]).await;
+    let http = client_with(&key);
 
     // No worker runs yet: the job waits, and both subscribers see it queued.
     let id = start_job(&http, addr, &n).await;
     let mut subscribers = Vec::new();
     for protocol in [Protocol::TransportWs, Protocol::Legacy] {
-        let mut client = WsClient::connect(addr, protocol).await;
+        let mut client = WsClient::connect(addr, protocol, &key).await;
         client.subscribe("1", PROGRESS, json!({ "id": id })).await;
         subscribers.push(client);
     }
@@ -481,21 +483,25 @@ async fn events_from_a_work_process_reach_subscribers_of_a_serve_process() {
     if let Some(status) = work.try_wait().expect("work process") {
         panic!("autos work exited: {status}");
     }
-    // One progress listener, in the serve process; the work process listens for tasks and
-    // cancellations only.
+    // One progress listener, in the serve process (beside its key changes' one); the work
+    // process listens for tasks and cancellations only.
     let pool = db.pool().await;
     let listening: Vec<String> = listeners(&pool).await.into_iter().map(|l| l.1).collect();
-    assert_eq!(listening.len(), 3, "{listening:?}");
+    assert_eq!(listening.len(), 4, "{listening:?}");
     assert!(
         listening[0].starts_with(r#"LISTEN "autos_cancelled""#),
         "{listening:?}"
     );
     assert!(
-        listening[1].starts_with(r#"LISTEN "autos_progress""#),
+        listening[1].starts_with(r#"LISTEN "autos_keys""#),
         "{listening:?}"
     );
     assert!(
-        listening[2].starts_with(r#"LISTEN "autos_tasks""#),
+        listening[2].starts_with(r#"LISTEN "autos_progress""#),
+        "{listening:?}"
+    );
+    assert!(
+        listening[3].starts_with(r#"LISTEN "autos_tasks""#),
         "{listening:?}"
     );
     pool.close().await;
@@ -567,10 +573,11 @@ async fn a_slow_subscriber_gets_coalesced_messages_and_the_end() {
 
     // The job waits for a worker while both subscribe.
     let id = job_id(&app.start(&n, false).await);
-    let mut slow_client = WsClient::connect_small_buffer(app.addr, Protocol::TransportWs).await;
+    let mut slow_client =
+        WsClient::connect_small_buffer(app.addr, Protocol::TransportWs, &app.key).await;
     slow_client.subscribe("1", &big, json!({ "id": id })).await;
     let subscribed = Instant::now();
-    let mut fast = WsClient::connect(app.addr, Protocol::TransportWs).await;
+    let mut fast = WsClient::connect(app.addr, Protocol::TransportWs, &app.key).await;
     fast.subscribe("1", PROGRESS, json!({ "id": id })).await;
     let fast_reader = tokio::spawn(async move { fast.outcome("1", WAIT).await });
 
@@ -631,9 +638,9 @@ async fn a_slow_subscriber_gets_coalesced_messages_and_the_end() {
 // ---------------------------------------------------------------------------------------------
 
 /// Backends of the test database whose last statement was a LISTEN, as (pid, query).
-/// The three listening connections of an `all` process (cancellations, progress, the queue's
-/// wake-ups), ordered by channel, once all three are there (some connect in the background
-/// after start, or reconnect after a loss).
+/// The four listening connections of an `all` process (cancellations, key changes, progress,
+/// the queue's wake-ups), ordered by channel, once all four are there (some connect in the
+/// background after start, or reconnect after a loss).
 async fn listeners(pool: &sqlx::PgPool) -> Vec<(i32, String)> {
     let deadline = Instant::now() + WAIT;
     loop {
@@ -644,7 +651,7 @@ async fn listeners(pool: &sqlx::PgPool) -> Vec<(i32, String)> {
         .fetch_all(pool)
         .await
         .expect("pg_stat_activity");
-        if listening.len() == 3 || Instant::now() > deadline {
+        if listening.len() == 4 || Instant::now() > deadline {
             return listening;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -659,22 +666,27 @@ async fn subscribers_survive_the_loss_of_the_listening_connection() {
     let app = TestApp::spawn(court).await;
     let pool = app.db.pool().await;
 
-    // Three listeners: cancellations, progress (this test's target) and the queue's wake-ups.
+    // Four listeners: cancellations, key changes, progress (this test's target) and the
+    // queue's wake-ups.
     let before = listeners(&pool).await;
-    assert_eq!(before.len(), 3, "{before:?}");
+    assert_eq!(before.len(), 4, "{before:?}");
     assert!(
         before[0].1.starts_with(r#"LISTEN "autos_cancelled""#),
         "{before:?}"
     );
     assert!(
-        before[1].1.starts_with(r#"LISTEN "autos_progress""#),
+        before[1].1.starts_with(r#"LISTEN "autos_keys""#),
         "{before:?}"
     );
     assert!(
-        before[2].1.starts_with(r#"LISTEN "autos_tasks""#),
+        before[2].1.starts_with(r#"LISTEN "autos_progress""#),
         "{before:?}"
     );
-    let (progress_pid, tasks_pid) = (before[1].0, before[2].0);
+    assert!(
+        before[3].1.starts_with(r#"LISTEN "autos_tasks""#),
+        "{before:?}"
+    );
+    let (progress_pid, tasks_pid) = (before[2].0, before[3].0);
 
     let id = job_id(&app.start(&n, false).await);
     let mut readers = Vec::new();
@@ -726,13 +738,13 @@ async fn subscribers_survive_the_loss_of_the_listening_connection() {
     }
     // A new progress listener took over; the queue's own was left alone.
     let after = listeners(&pool).await;
-    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(after.len(), 4, "{after:?}");
     assert!(
-        after[1].1.starts_with(r#"LISTEN "autos_progress""#),
+        after[2].1.starts_with(r#"LISTEN "autos_progress""#),
         "{after:?}"
     );
-    assert_ne!(after[1].0, progress_pid, "{after:?}");
-    assert_eq!(after[2].0, tasks_pid, "{after:?}");
+    assert_ne!(after[2].0, progress_pid, "{after:?}");
+    assert_eq!(after[3].0, tasks_pid, "{after:?}");
     pool.close().await;
     app.stop().await;
 }
@@ -744,7 +756,7 @@ async fn subscribers_survive_a_listener_that_keeps_dying() {
     add_docs(&court, &n, 10, 1_000, Some(Duration::from_millis(50)));
     let app = TestApp::spawn(court).await;
     let pool = app.db.pool().await;
-    let tasks_pid = listeners(&pool).await[2].0;
+    let tasks_pid = listeners(&pool).await[3].0;
 
     let id = job_id(&app.start(&n, false).await);
     let mut readers = Vec::new();
@@ -782,7 +794,7 @@ async fn subscribers_survive_a_listener_that_keeps_dying() {
         assert_eq!(last["status"], "COMPLETED", "{messages:#?}");
     }
     let after = listeners(&pool).await;
-    assert_eq!(after[2].0, tasks_pid, "the queue's listener was left alone");
+    assert_eq!(after[3].0, tasks_pid, "the queue's listener was left alone");
     pool.close().await;
     app.stop().await;
 }
@@ -803,7 +815,7 @@ async fn an_unsubscribed_operation_stops_and_a_new_one_starts_from_the_current_s
 
     let mut tasks = Vec::new();
     for protocol in [Protocol::TransportWs, Protocol::Legacy] {
-        let mut client = WsClient::connect(app.addr, protocol).await;
+        let mut client = WsClient::connect(app.addr, protocol, &app.key).await;
         let (id, documents) = (id.clone(), documents.clone());
         tasks.push(tokio::spawn(async move {
             client.subscribe("1", PROGRESS, json!({ "id": id })).await;
@@ -933,12 +945,13 @@ async fn a_job_that_ends_while_serve_has_no_database_still_reaches_its_subscribe
     .await
     .expect("start work");
     let pool = db.pool().await;
-    let http = reqwest::Client::new();
+    let key = create_key(&db.url, TENANT, &[autos::auth::Scope::Write]).await;
+    let http = client_with(&key);
 
     let id = start_job(&http, addr, &n).await;
     let mut readers = Vec::new();
     for protocol in [Protocol::TransportWs, Protocol::Legacy] {
-        let mut client = WsClient::connect(addr, protocol).await;
+        let mut client = WsClient::connect(addr, protocol, &key).await;
         client.subscribe("1", PROGRESS, json!({ "id": id })).await;
         readers.push(tokio::spawn(async move { client.outcome("1", WAIT).await }));
     }
@@ -1161,7 +1174,7 @@ async fn identical_mutations_over_a_websocket_each_run() {
     let n = number(32);
     slow_job(&court, &n);
     let app = TestApp::spawn(court).await;
-    let mut client = WsClient::connect(app.addr, Protocol::TransportWs).await;
+    let mut client = WsClient::connect(app.addr, Protocol::TransportWs, &app.key).await;
     let start =
         "mutation($n: String!) { startDownload(input: {number: $n}) { created job { id } } }";
     client.subscribe("1", start, json!({ "n": n })).await;

@@ -1142,8 +1142,9 @@ async fn job_of(n: i32, processing: i32) -> (TestDb, PgPool, Uuid, Uuid) {
         .await
         .unwrap();
     sqlx::query(
-        "INSERT INTO download_jobs (id, process_id, status, total, pending, processing)
-         VALUES ($1, $2, 'RUNNING', $3, $3 - $4, $4)",
+        "INSERT INTO download_jobs (id, tenant_id, process_id, status, total, pending, processing)
+         VALUES ($1, (SELECT id FROM tenants WHERE slug = 'default'), $2, 'RUNNING', $3, $3 - $4,
+                 $4)",
     )
     .bind(job)
     .bind(process)
@@ -1169,6 +1170,15 @@ async fn job_of(n: i32, processing: i32) -> (TestDb, PgPool, Uuid, Uuid) {
     .execute(&pool)
     .await
     .unwrap();
+    // The job's document list: an active job covering them is what makes documents wanted.
+    sqlx::query(
+        "INSERT INTO job_documents (job_id, document_id, position)
+         SELECT $1, id, position FROM documents WHERE job_id = $1",
+    )
+    .bind(job)
+    .execute(&pool)
+    .await
+    .unwrap();
     (db, pool, job, token)
 }
 
@@ -1191,9 +1201,11 @@ async fn explain_prepared(pool: &PgPool, statement: &str, types: &str, arguments
 }
 
 /// How many times the plan `plan` ran its function scans (`UNNEST`), loops included.
+/// How many times the plan unpacked arrays (function scans of `unnest`; the counts'
+/// function, `autos_shift_counts`, is another function scan, run once, not counted).
 fn function_scan_loops(plan: &Value) -> f64 {
     let mut total = 0.0;
-    if plan["Node Type"] == "Function Scan" {
+    if plan["Node Type"] == "Function Scan" && plan["Function Name"] != "autos_shift_counts" {
         total += plan["Actual Loops"].as_f64().unwrap_or(1.0);
     }
     for child in plan["Plans"].as_array().into_iter().flatten() {
@@ -1209,7 +1221,7 @@ fn uuid_array(ids: &[Uuid]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_of_five_documents_reads_them_alone_in_a_job_of_5000() {
-    let (_db, pool, job, _) = job_of(5000, 0).await;
+    let (_db, pool, _job, _) = job_of(5000, 0).await;
     let batch: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM documents WHERE position BETWEEN 2500 AND 2504 ORDER BY position",
     )
@@ -1219,8 +1231,8 @@ async fn a_claim_of_five_documents_reads_them_alone_in_a_job_of_5000() {
     let plan = explain_prepared(
         &pool,
         autos::db::documents::CLAIM_STATEMENT,
-        "uuid[], uuid, uuid, float8",
-        &format!("{}, '{job}', gen_random_uuid(), 60", uuid_array(&batch)),
+        "uuid[], uuid, float8",
+        &format!("{}, gen_random_uuid(), 60", uuid_array(&batch)),
     )
     .await;
     assert_eq!(

@@ -33,7 +33,8 @@ fn schema_keeps_the_contract_names() {
     for signature in [
         "process(number: String!): Process",
         "job(id: ID!): DownloadJob",
-        "jobs( first: Int, after: String, status: JobStatus, number: String ): DownloadJobConnection!",
+        // `tenant` (admin keys only) follows the contract's four arguments.
+        "jobs( first: Int, after: String, status: JobStatus, number: String, tenant: String ): DownloadJobConnection!",
         "document(id: ID!): Document",
         "startDownload(input: StartDownloadInput!): StartDownloadPayload!",
         "cancelJob(id: ID!): DownloadJob!",
@@ -51,4 +52,57 @@ fn schema_keeps_the_contract_names() {
     ] {
         assert!(compact.contains(signature), "missing `{signature}` in:\n{compact}");
     }
+}
+
+/// The ready-made operations in `playground/operations/` are valid against the schema: each
+/// gets past parsing and validation to the access check (run without a caller, it is refused
+/// there, so nothing runs), with variables that fit.
+#[tokio::test]
+async fn the_sample_operations_are_valid() {
+    use futures::StreamExt;
+    let schema = autos::graphql::schema(None);
+    let dir = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/playground/operations"
+    ));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("playground/operations") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("graphql") {
+            continue;
+        }
+        let query = std::fs::read_to_string(&path).expect("operation");
+        let variables: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(path.with_extension("variables.json"))
+                .unwrap_or_else(|e| panic!("variables of {}: {e}", path.display())),
+        )
+        .expect("variables are JSON");
+        let request = async_graphql::Request::new(query)
+            .variables(async_graphql::Variables::from_json(variables));
+        let response = schema
+            .execute_stream(request)
+            .next()
+            .await
+            .expect("a response");
+        assert!(
+            !response.errors.is_empty(),
+            "{}: ran without a caller",
+            path.display()
+        );
+        for error in &response.errors {
+            let code = error
+                .extensions
+                .as_ref()
+                .and_then(|e| e.get("code"))
+                .map(|c| c.to_string());
+            assert_eq!(
+                code.as_deref(),
+                Some("\"UNAUTHENTICATED\""),
+                "{}: {error:?}",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 14, "only {checked} operations found");
 }

@@ -70,10 +70,12 @@ async fn private_targets_and_allowlists_follow_the_configuration() {
     let app = Application::start(cfg, autos::app::Role::SERVE)
         .await
         .unwrap();
+    let key = create_key(&db.url, TENANT, &[autos::auth::Scope::Write]).await;
     let client = TestApp {
         addr: app.addr.unwrap(),
         app: Some(app),
-        http: reqwest::Client::new(),
+        http: client_with(&key),
+        key,
         db,
         s3,
         court,
@@ -183,7 +185,20 @@ async fn the_built_in_test_receiver_verifies_what_autos_sends() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    let latest = app.data(query, json!({})).await["testWebhookDeliveries"][0].clone();
+    // No tenant sent it: it is not shown to the tenant's key, but to an admin key (which sees
+    // every tenant's messages, and those of none).
+    let own = app.data(query, json!({})).await["testWebhookDeliveries"].clone();
+    assert!(
+        own.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["messageId"] != "msg_forged"),
+        "{own:#}"
+    );
+    let admin = app.key(TENANT, &[autos::auth::Scope::Admin]).await;
+    let body = post_gql(&client_with(&admin), app.addr, query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body:#}");
+    let latest = body["data"]["testWebhookDeliveries"][0].clone();
     assert_eq!(latest["messageId"], "msg_forged");
     assert_eq!(latest["signatureValid"], false);
     app.stop().await;

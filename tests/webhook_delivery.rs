@@ -41,12 +41,15 @@ fn new_secret() -> (String, Vec<u8>) {
 /// autos (API and workers) with webhooks set up for a receiver on 127.0.0.1: a known secret,
 /// private targets allowed, 50 ms backoff, 3 attempts, 2 s timeout; `tweak` changes the rest.
 /// Returns the app and the signing key.
+///
+/// The known secret is `AUTOS_WEBHOOK_SECRET`, which signs the messages of the tenant
+/// `default`: the app's key (and so its jobs) is that tenant's.
 async fn spawn(
     court: Court,
     options: Options,
     tweak: impl FnOnce(&mut Config),
 ) -> (TestApp, Vec<u8>) {
-    let (secret, key) = new_secret();
+    let (secret, signing_key) = new_secret();
     let db = TestDb::new().await;
     let s3 = TestS3::start().await;
     let mut cfg = config(&db.url, &s3, &court.url(), &options);
@@ -59,15 +62,17 @@ async fn spawn(
     let app = Application::start(cfg, options.role)
         .await
         .expect("start autos");
+    let key = create_key(&db.url, "default", &[autos::auth::Scope::Write]).await;
     let app = TestApp {
         addr: app.addr.expect("serving"),
         app: Some(app),
-        http: reqwest::Client::new(),
+        http: client_with(&key),
+        key,
         db,
         s3,
         court,
     };
-    (app, key)
+    (app, signing_key)
 }
 
 /// startDownload with a webhook URL; returns the job id.

@@ -158,7 +158,31 @@ pub(crate) async fn fresh_database(admin: &str) -> String {
     }
     let mut url = url::Url::parse(admin).unwrap();
     url.set_path(&format!("/{name}"));
-    url.to_string()
+    let url = url.to_string();
+    // Clients authenticate as users do: with a key made as `autos key create` makes one.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    autos::db::migrate(&pool).await.unwrap();
+    let spec = autos::auth::admin::KeySpec {
+        tenant: "bench".into(),
+        scopes: vec![autos::auth::Scope::Write],
+        name: Some("benchmark".into()),
+        expires_in_days: None,
+        rate_limit: None,
+    };
+    let (key, _) = autos::auth::admin::create_key(&pool, &spec, &autos::auth::audit::Actor::cli())
+        .await
+        .unwrap();
+    pool.close().await;
+    *CREDENTIAL.lock().unwrap() = key.reveal();
+    url
+}
+
+/// The key of the benchmark's current database, sent with every request.
+static CREDENTIAL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// `Bearer {key}` for the current database.
+pub(crate) fn authorization() -> String {
+    format!("Bearer {}", CREDENTIAL.lock().unwrap())
 }
 
 /// BENCH_PROFILE_WAIT=N: N seconds to attach a profiler (`perf record -p PID`) before what
@@ -203,6 +227,7 @@ pub(crate) async fn gql(addr: &str, query: &str, variables: Value) -> Value {
     CLIENT
         .get_or_init(reqwest::Client::new)
         .post(format!("http://{addr}/graphql"))
+        .header("authorization", authorization())
         .json(&json!({"query": query, "variables": variables}))
         .send()
         .await
@@ -749,6 +774,11 @@ pub(crate) fn spawn_autos(
         .env(
             "AUTOS_LOG",
             std::env::var("BENCH_AUTOS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        // BENCH_AUTH=off measures autos without authentication (requests still send a key).
+        .env(
+            "AUTOS_AUTH",
+            std::env::var("BENCH_AUTH").unwrap_or_else(|_| "keys".into()),
         )
         .kill_on_drop(true);
     for (name, value) in extra {

@@ -8,8 +8,8 @@
 //! CPU its fan-out used.
 
 use super::{
-    autos_binary, cpu_seconds_of, drop_database, free_port, fresh_database, gql, profile_pause,
-    spawn_autos, wait_ready, KEY, SECRET,
+    authorization, autos_binary, cpu_seconds_of, drop_database, free_port, fresh_database, gql,
+    profile_pause, spawn_autos, wait_ready, KEY, SECRET,
 };
 use autos::embedded::s3::EmbeddedS3;
 use axum::extract::{Path, State};
@@ -83,7 +83,8 @@ async fn subscribe(addr: &str, job_id: &str, distinct: Option<usize>) -> Socket 
         .await
         .unwrap();
     ws.send(Message::text(
-        json!({"type": "connection_init"}).to_string(),
+        json!({"type": "connection_init", "payload": {"authorization": authorization()}})
+            .to_string(),
     ))
     .await
     .unwrap();

@@ -2,9 +2,10 @@
 //!
 //! Every transition is one transaction: a compare-and-set on the document (its status, and
 //! while it is PROCESSING the claim token of the worker that holds it), the matching change to
-//! its job's counts, and — when that was the job's last open document — the job's move to its
-//! terminal status. The job row is locked by the count update, so "is this the last one?" has
-//! exactly one `yes`.
+//! the counts of every active job covering it (of whichever tenant: a document is shared), and
+//! — when that was a job's last open document — the job's move to its terminal status. The job
+//! rows are locked by the count update (in id order), so "is this the last one?" has exactly
+//! one `yes` per job.
 
 use super::jobs::{self, JobRow};
 use super::DbError;
@@ -151,47 +152,43 @@ pub struct BatchClaim {
     pub claims: Vec<Claim>,
 }
 
-/// The statement behind [`claim_batch`], with its parameters: `$1` the documents, `$2` their
-/// job, `$3` the claim token, `$4` the lease in seconds. Public so that its plan can be
-/// checked (`EXPLAIN`).
+/// The statement behind [`claim_batch`], with its parameters: `$1` the documents, `$2` the
+/// claim token, `$3` the lease in seconds. Public so that its plan can be checked (`EXPLAIN`).
 pub const CLAIM_STATEMENT: &str = concat!(
     "WITH claimed AS (
-        UPDATE documents SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
-               claim_token = $3, lease_until = now() + make_interval(secs => $4),
+        UPDATE documents d SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
+               claim_token = $2, lease_until = now() + make_interval(secs => $3),
                updated_at = now()
-        WHERE id = ANY($1) AND job_id IS NOT DISTINCT FROM $2 AND status = 'PENDING'
-          AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-          AND EXISTS (SELECT 1 FROM download_jobs j
-                      WHERE j.id = $2 AND j.status IN ('QUEUED', 'RUNNING'))
-        RETURNING *),
+        WHERE d.id = ANY($1) AND d.status = 'PENDING'
+          AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= now())
+          AND EXISTS (SELECT 1 FROM job_documents jd JOIN download_jobs j ON j.id = jd.job_id
+                      WHERE jd.document_id = d.id AND j.status IN ('QUEUED', 'RUNNING'))
+        RETURNING d.*),
      counted AS (
-        UPDATE download_jobs SET pending = pending - n.claimed,
-               processing = processing + n.claimed,
-               status = CASE WHEN status = 'QUEUED' THEN 'RUNNING' ELSE status END,
-               started_at = coalesce(started_at, now()), updated_at = now()
-        FROM (SELECT count(*)::int AS claimed FROM claimed) AS n
-        WHERE id = $2 AND n.claimed > 0
-        RETURNING id)
+        SELECT count(*) AS jobs FROM autos_shift_counts(
+            (SELECT array_agg(id) FROM claimed),
+            (SELECT array_agg('PENDING'::text) FROM claimed),
+            (SELECT array_agg('PROCESSING'::text) FROM claimed)))
      SELECT c.*, p.number AS process_number
-     FROM claimed c JOIN processes p ON p.id = c.process_id
-     WHERE ",
+     FROM claimed c JOIN processes p ON p.id = c.process_id, counted
+     WHERE counted.jobs >= 0 AND ",
     relaxed_commit!(),
     "
      ORDER BY array_position($1, c.id)",
 );
 
-/// Takes the PENDING, due documents among `document_ids` of an active job for this worker
-/// (PENDING → PROCESSING), counting an attempt for each and moving its job's counts (and a
-/// QUEUED job to RUNNING), in one statement. Documents that are not there to take (another
-/// worker has them, they are not due, the job is no longer active) are left out.
+/// Takes the PENDING, due documents among `document_ids` that an active job (of any
+/// tenant) wants, for this worker (PENDING → PROCESSING), counting an attempt for each and
+/// moving the counts of every active job covering them (and a QUEUED job to RUNNING), in one
+/// statement (the counts through `autos_shift_counts`, which sees jobs created while the
+/// statement waited for the documents: see migration 0010). Documents that are not there to take (another worker has them, they are not
+/// due, no active job wants them) are left out.
 ///
-/// The documents are looked up by id alone: the job is checked with `IS NOT DISTINCT FROM`,
-/// which no index serves. The pool's connections keep one generic plan per statement, made
-/// with the statistics of the moment; on a table not yet analyzed, `job_id = $2` looked as
-/// selective as the ids, and the plan read every document of the job at each claim.
+/// The documents are looked up by id alone: the pool's connections keep one generic plan per
+/// statement, made with the statistics of the moment, and a plan that started from a job read
+/// every document of it at each claim on a table not yet analyzed.
 pub async fn claim_batch(
     pool: &PgPool,
-    job_id: Uuid,
     document_ids: &[Uuid],
     lease: Duration,
 ) -> Result<BatchClaim, DbError> {
@@ -200,7 +197,6 @@ pub async fn claim_batch(
     let token = Uuid::new_v4();
     let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_STATEMENT)
         .bind(document_ids)
-        .bind(job_id)
         .bind(token)
         .bind(lease.as_secs_f64())
         .fetch_all(pool)
@@ -230,8 +226,9 @@ struct ClaimRow {
 pub struct Heartbeat {
     /// The documents still held (the others' leases ran out and someone else took them).
     pub held: Vec<Uuid>,
-    /// Whether their job still wants them (false once it is cancelled: stop and release).
-    pub job_active: bool,
+    /// Of those, the ones no active job wants any more (their jobs were cancelled): stop
+    /// their transfers and give them back.
+    pub unwanted: Vec<Uuid>,
 }
 
 /// Extends the lease of the documents `document_ids` held with `token`.
@@ -241,22 +238,25 @@ pub async fn heartbeat(
     document_ids: &[Uuid],
     lease: Duration,
 ) -> Result<Heartbeat, DbError> {
-    let rows: Vec<(Uuid, Option<String>)> = sqlx::query_as(
-        "UPDATE documents SET lease_until = now() + make_interval(secs => $3)
-         WHERE id = ANY($1) AND claim_token = $2 AND status = 'PROCESSING'
-         RETURNING id, (SELECT status FROM download_jobs j WHERE j.id = documents.job_id)",
+    let rows: Vec<(Uuid, bool)> = sqlx::query_as(
+        "UPDATE documents d SET lease_until = now() + make_interval(secs => $3)
+         WHERE d.id = ANY($1) AND d.claim_token = $2 AND d.status = 'PROCESSING'
+         RETURNING d.id, EXISTS (
+            SELECT 1 FROM job_documents jd JOIN download_jobs j ON j.id = jd.job_id
+            WHERE jd.document_id = d.id AND j.status IN ('QUEUED', 'RUNNING'))",
     )
     .bind(document_ids)
     .bind(token)
     .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let job_active = rows
-        .iter()
-        .all(|(_, status)| matches!(status.as_deref(), Some("QUEUED" | "RUNNING")));
     Ok(Heartbeat {
-        held: rows.into_iter().map(|(id, _)| id).collect(),
-        job_active,
+        held: rows.iter().map(|(id, _)| *id).collect(),
+        unwanted: rows
+            .iter()
+            .filter(|(_, wanted)| !wanted)
+            .map(|(id, _)| *id)
+            .collect(),
     })
 }
 
@@ -316,7 +316,7 @@ pub async fn forget_upload(
     Ok(())
 }
 
-/// Puts documents held with `token` back to PENDING untouched (their job was cancelled, or
+/// Puts documents held with `token` back to PENDING untouched (their jobs were cancelled, or
 /// the batch stopped early): the attempts are not counted. Returns how many were released.
 pub async fn release(pool: &PgPool, token: Uuid, document_ids: &[Uuid]) -> Result<u64, DbError> {
     DocumentStatus::Processing.check(DocumentStatus::Pending)?;
@@ -326,14 +326,13 @@ pub async fn release(pool: &PgPool, token: Uuid, document_ids: &[Uuid]) -> Resul
                    next_attempt_at = now(), lease_until = NULL, claim_token = NULL,
                    upload_key = NULL, upload_id = NULL, updated_at = now()
             WHERE id = ANY($1) AND claim_token = $2 AND status = 'PROCESSING'
-            RETURNING job_id),
-         by_job AS (SELECT job_id, count(*)::int AS n FROM released GROUP BY job_id),
+            RETURNING id),
          counted AS (
-            UPDATE download_jobs j SET processing = processing - b.n, pending = pending + b.n,
-                   updated_at = now()
-            FROM by_job b WHERE j.id = b.job_id
-            RETURNING b.n)
-         SELECT coalesce(sum(n), 0)::bigint FROM counted",
+            SELECT count(*) AS jobs FROM autos_shift_counts(
+                (SELECT array_agg(id) FROM released),
+                (SELECT array_agg('PROCESSING'::text) FROM released),
+                (SELECT array_agg('PENDING'::text) FROM released)))
+         SELECT count(*) FROM released, counted WHERE counted.jobs >= 0",
     )
     .bind(document_ids)
     .bind(token)
@@ -435,31 +434,25 @@ pub const SETTLE_STATEMENT: &str = concat!(
         FROM ended e
         WHERE d.id = ANY($2) AND d.id = e.id AND d.claim_token = e.claim_token
           AND d.status = 'PROCESSING'
-        RETURNING d.job_id, d.status),
-     shifted AS (
-        SELECT job_id, count(*)::int AS n,
-               count(*) FILTER (WHERE status = 'PENDING')::int AS to_pending,
-               count(*) FILTER (WHERE status = 'AVAILABLE')::int AS to_available,
-               count(*) FILTER (WHERE status = 'FAILED')::int AS to_failed
-        FROM settled GROUP BY job_id)
-     UPDATE download_jobs j SET processing = j.processing - s.n,
-            pending = j.pending + s.to_pending, available = j.available + s.to_available,
-            failed = j.failed + s.to_failed, updated_at = now()
-     FROM shifted s WHERE j.id = s.job_id AND ",
+        RETURNING d.id, d.status)
+     SELECT j.* FROM autos_shift_counts(
+        (SELECT array_agg(id ORDER BY id) FROM settled),
+        (SELECT array_agg('PROCESSING'::text) FROM settled),
+        (SELECT array_agg(status ORDER BY id) FROM settled)) AS j
+     WHERE ",
     relaxed_commit!(),
-    "
-     RETURNING j.*",
+    "",
 );
 
-/// Ends claims, each with its token and outcome: the documents' compare-and-set and their
-/// jobs' counts in one statement; then, for a job that this left with no open document, the
-/// job's terminal transition. Returns the jobs as they are afterwards (none if none of the
-/// claims was still valid: nothing was changed; a claim no longer valid is left as it is).
+/// Ends claims, each with its token and outcome: the documents' compare-and-set and the
+/// counts of every active job covering them in one statement; then, for a job that this left
+/// with no open document, the job's terminal transition. Returns the jobs as they are
+/// afterwards (none if no active job covers a settled document; a claim no longer valid is
+/// left as it is).
 ///
 /// It runs in the caller's transaction, so that a job's end commits with its last documents:
-/// nobody reads a job RUNNING with every document settled. The statement locks the row of
-/// each job it touches: writers that may run at once should give it the documents of one
-/// job at a time, so that they cannot deadlock.
+/// nobody reads a job RUNNING with every document settled. The statement locks the rows of
+/// the jobs it touches in id order.
 ///
 /// The ended claims are unpacked once (`MATERIALIZED`) and the documents looked up by id
 /// (`d.id = ANY($2)`): a generic plan made on a table not yet analyzed otherwise joined them
@@ -533,9 +526,9 @@ pub async fn settle_many(
         .fetch_all(&mut **tx)
         .await?;
     if touched.is_empty() {
-        tracing::warn!(
+        tracing::debug!(
             ?ids,
-            "claims no longer valid; the documents were not changed"
+            "settled documents no active job covers (or claims no longer valid)"
         );
     }
     let mut after = Vec::with_capacity(touched.len());
@@ -549,8 +542,8 @@ pub async fn settle_many(
     Ok(after)
 }
 
-/// Documents of active jobs whose worker stopped renewing its lease: `(id, claim token)`.
-/// (A document held when its job ended is recovered once a new job of its case takes it.)
+/// Documents wanted by active jobs whose worker stopped renewing its lease: `(id, claim
+/// token)`. (A document held when its jobs ended is recovered once a new job covers it.)
 /// One with a multipart upload recorded waits for the upload to be aborted (see
 /// [`abandoned_uploads`]), but no longer than `abort_grace` past its lease: a store that keeps
 /// refusing the abort must not hold the job back for ever.
@@ -559,8 +552,10 @@ pub async fn expired_claims(
     limit: i64,
     abort_grace: Duration,
 ) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.id, d.claim_token FROM download_jobs j JOIN documents d ON d.job_id = j.id
+    let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT DISTINCT d.id, d.claim_token, d.lease_until
+         FROM download_jobs j JOIN job_documents jd ON jd.job_id = j.id
+         JOIN documents d ON d.id = jd.document_id
          WHERE j.status IN ('QUEUED', 'RUNNING') AND d.status = 'PROCESSING'
            AND d.lease_until < now() AND d.claim_token IS NOT NULL
            AND (d.upload_id IS NULL
@@ -570,22 +565,30 @@ pub async fn expired_claims(
     .bind(limit)
     .bind(abort_grace.as_secs_f64())
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|(id, token, _)| (id, token)).collect())
 }
 
-/// PENDING documents of active jobs that no live queue task will pick up: `(job id, document id)`.
+/// PENDING documents wanted by active jobs that no live queue task will pick up:
+/// `(job id, document id)`, each document once (with one of the jobs that want it).
 pub async fn orphans(pool: &PgPool, limit: i64) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT d.job_id, d.id FROM documents d
-         JOIN download_jobs j ON j.id = d.job_id
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT jd.job_id, d.id FROM download_jobs j
+         JOIN job_documents jd ON jd.job_id = j.id
+         JOIN documents d ON d.id = jd.document_id
          WHERE d.status = 'PENDING' AND j.status IN ('QUEUED', 'RUNNING')
            AND NOT EXISTS (SELECT 1 FROM fang_tasks t WHERE t.id = d.task_id
                            AND t.state IN ('new', 'retried', 'in_progress'))
-         ORDER BY d.job_id, d.position LIMIT $1",
+         ORDER BY jd.job_id, jd.position LIMIT $1",
     )
     .bind(limit)
     .fetch_all(pool)
-    .await
+    .await?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(rows
+        .into_iter()
+        .filter(|(_, document)| seen.insert(*document))
+        .collect())
 }
 
 /// Records, for each PENDING document, the queue task that will transfer it.

@@ -1,6 +1,6 @@
 //! Download jobs: creation, counts, terminal transitions, pagination.
 
-use super::DbError;
+use super::{DbError, Visibility};
 use crate::domain::status::{DocumentStatus, JobStatus};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
@@ -13,6 +13,8 @@ pub struct JobRow {
     pub id: Uuid,
     /// Its process.
     pub process_id: Uuid,
+    /// The tenant that asked for it.
+    pub tenant_id: Uuid,
     /// Status (see [`JobStatus`]).
     pub status: String,
     /// Created by `force: true`.
@@ -102,28 +104,36 @@ pub async fn find_by_ids(
         .await
 }
 
-/// The newest job of each process.
+/// The newest visible job of each process.
 pub async fn latest_by_processes(
     db: impl PgExecutor<'_>,
     process_ids: &[Uuid],
+    visibility: Visibility,
 ) -> Result<Vec<JobRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT DISTINCT ON (process_id) * FROM download_jobs WHERE process_id = ANY($1)
+        "SELECT DISTINCT ON (process_id) * FROM download_jobs
+         WHERE process_id = ANY($1) AND ($2::uuid IS NULL OR tenant_id = $2)
+           AND ($3::uuid IS NULL OR id = $3)
          ORDER BY process_id, created_at DESC, id DESC",
     )
     .bind(process_ids)
+    .bind(visibility.tenant)
+    .bind(visibility.job)
     .fetch_all(db)
     .await
 }
 
-/// The newest job of a process, locked with it when the caller holds a transaction.
+/// The newest job of a process for a tenant.
 pub async fn latest_for_process(
     db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
     process_id: Uuid,
 ) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT * FROM download_jobs WHERE process_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+        "SELECT * FROM download_jobs WHERE tenant_id = $1 AND process_id = $2
+         ORDER BY created_at DESC, id DESC LIMIT 1",
     )
+    .bind(tenant_id)
     .bind(process_id)
     .fetch_optional(db)
     .await
@@ -139,28 +149,36 @@ pub struct JobPlan {
     pub documents: Vec<Uuid>,
     /// Those to transfer (they become PENDING), in order.
     pub to_transfer: Vec<Uuid>,
+    /// The status each of `to_transfer` had until now.
+    pub transfer_from: Vec<String>,
     /// The job's counts as it starts.
     pub counts: JobCounts,
 }
+
+/// Active jobs, as SQL: the condition on `j` that makes a job want its documents.
+pub(crate) const ACTIVE: &str = "j.status IN ('QUEUED', 'RUNNING')";
 
 /// Plans a job covering every listed document of the process, locking them until the
 /// caller's transaction ends.
 ///
 /// Documents already stored with the same content are counted AVAILABLE and not sent again
-/// (without an announced SHA-256, only a forced job re-transfers them); a document still being
-/// transferred for an earlier, cancelled job is taken over as it is; every other document
-/// is to be transferred, with a fresh attempt budget.
+/// (without an announced SHA-256, only a forced job re-transfers them). A document another
+/// active job (of any tenant) already wants — being transferred, or waiting for its next
+/// attempt — is shared as it is: one transfer serves both jobs. Every other document is to be
+/// transferred, with a fresh attempt budget.
 pub async fn plan(
     conn: &mut PgConnection,
     process_id: Uuid,
     forced: bool,
 ) -> Result<JobPlan, DbError> {
-    let documents: Vec<(Uuid, String, bool)> = sqlx::query_as(
-        "SELECT id, status,
-                status = 'AVAILABLE' AND stored_sha256 IS NOT NULL AND
-                (sha256 = stored_sha256 OR (sha256 IS NULL AND NOT $2)) AS unchanged
-         FROM documents WHERE process_id = $1 AND listed ORDER BY position FOR UPDATE",
-    )
+    let documents: Vec<(Uuid, String, bool, bool)> = sqlx::query_as(&format!(
+        "SELECT d.id, d.status,
+                d.status = 'AVAILABLE' AND d.stored_sha256 IS NOT NULL AND
+                (d.sha256 = d.stored_sha256 OR (d.sha256 IS NULL AND NOT $2)) AS unchanged,
+                EXISTS (SELECT 1 FROM job_documents jd JOIN download_jobs j ON j.id = jd.job_id
+                        WHERE jd.document_id = d.id AND {ACTIVE}) AS wanted
+         FROM documents d WHERE d.process_id = $1 AND d.listed ORDER BY d.position FOR UPDATE"
+    ))
     .bind(process_id)
     .bind(forced)
     .fetch_all(&mut *conn)
@@ -168,16 +186,19 @@ pub async fn plan(
 
     let mut counts = JobCounts::default();
     let mut to_transfer = Vec::new();
-    for (id, status, unchanged) in &documents {
+    let mut transfer_from = Vec::new();
+    for (id, status, unchanged, wanted) in &documents {
         match DocumentStatus::from_db(status) {
             Some(DocumentStatus::Available) if *unchanged => counts.available += 1,
             Some(DocumentStatus::Processing) => counts.processing += 1,
+            Some(DocumentStatus::Pending) if *wanted => counts.pending += 1,
             Some(current) => {
                 if current != DocumentStatus::Pending {
                     current.check(DocumentStatus::Pending)?;
                 }
                 counts.pending += 1;
                 to_transfer.push(*id);
+                transfer_from.push(status.clone());
             }
             None => return Err(DbError::Corrupt(format!("document status {status}"))),
         }
@@ -186,17 +207,20 @@ pub async fn plan(
         process_id,
         documents: documents.into_iter().map(|d| d.0).collect(),
         to_transfer,
+        transfer_from,
         counts,
     })
 }
 
-/// Creates the job `plan` describes, with the id `job_id`: the job row, its document list,
-/// and, in one pass over the documents, their move to the job — those to transfer becoming
-/// PENDING, due at `due`, with the queue task that will transfer each (`tasks`, one per
-/// document of `plan.to_transfer`, enqueued by the caller in the same transaction). A job
-/// with nothing to transfer completes at once.
+/// Creates the job `plan` describes for `tenant_id`, with the id `job_id`: the job row, its
+/// document list, and the move of the documents to transfer to PENDING, due at `due`, with
+/// the queue task that will transfer each (`tasks`, one per document of `plan.to_transfer`,
+/// enqueued by the caller in the same transaction); other active jobs covering one of them
+/// see it move too. A job with nothing to transfer completes at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn create(
     conn: &mut PgConnection,
+    tenant_id: Uuid,
     job_id: Uuid,
     plan: &JobPlan,
     forced: bool,
@@ -211,11 +235,14 @@ pub async fn create(
     } else {
         JobStatus::Queued
     };
+    // Before the new job exists: the shift is for the others.
+    let pending = vec!["PENDING"; plan.to_transfer.len()];
+    shift_counts(conn, &plan.to_transfer, &plan.transfer_from, &pending).await?;
     let job: JobRow = sqlx::query_as(
         "WITH job AS (
-            INSERT INTO download_jobs (id, process_id, status, forced, total, pending,
+            INSERT INTO download_jobs (id, process_id, tenant_id, status, forced, total, pending,
                                        processing, available, webhook_url, completed_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10 THEN now() END)
+            VALUES ($1, $2, $12, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $10 THEN now() END)
             RETURNING *),
          listed AS (
             INSERT INTO job_documents (job_id, document_id, position)
@@ -233,32 +260,46 @@ pub async fn create(
     .bind(webhook_url)
     .bind(settled)
     .bind(&plan.documents)
+    .bind(tenant_id)
     .fetch_one(&mut *conn)
     .await?;
 
-    // One pass over the rows: every document joins the job, those to transfer start afresh
-    // with the task that will transfer them.
+    // The documents to transfer start afresh, with the task that will transfer them.
     sqlx::query(
-        "UPDATE documents d SET job_id = $1, updated_at = now(),
-                status = CASE WHEN t.task_id IS NOT NULL THEN 'PENDING' ELSE d.status END,
-                attempts = CASE WHEN t.task_id IS NOT NULL THEN 0 ELSE d.attempts END,
-                last_error = CASE WHEN t.task_id IS NOT NULL THEN NULL ELSE d.last_error END,
-                next_attempt_at = CASE WHEN t.task_id IS NOT NULL THEN $4
-                                       ELSE d.next_attempt_at END,
-                task_id = CASE WHEN t.task_id IS NOT NULL THEN t.task_id ELSE d.task_id END
-         FROM (SELECT u.id, f.task_id
-               FROM UNNEST($2::uuid[]) AS u(id)
-               LEFT JOIN UNNEST($3::uuid[], $5::uuid[]) AS f(id, task_id) ON f.id = u.id) AS t
+        "UPDATE documents d SET job_id = $1, updated_at = now(), status = 'PENDING',
+                attempts = 0, last_error = NULL, next_attempt_at = $3, task_id = t.task_id
+         FROM UNNEST($2::uuid[], $4::uuid[]) AS t(id, task_id)
          WHERE d.id = t.id",
     )
     .bind(job_id)
-    .bind(&plan.documents)
     .bind(&plan.to_transfer)
     .bind(due)
     .bind(tasks)
     .execute(&mut *conn)
     .await?;
     Ok(job)
+}
+
+/// Moves the counts of every active job covering documents whose status changes (`from[i]` to
+/// `to[i]` for `ids[i]`), locking the jobs in id order (`autos_shift_counts`, migration 0010).
+/// For changes that open documents (to PENDING), which never end a job; statements that
+/// settle documents call the function themselves.
+pub async fn shift_counts(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    from: &[String],
+    to: &[&str],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT count(*) FROM autos_shift_counts($1, $2, $3)")
+        .bind(ids)
+        .bind(from)
+        .bind(to)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Creates the first job of a process inserted by this transaction (see
@@ -271,6 +312,7 @@ pub async fn create(
 #[allow(clippy::too_many_arguments)]
 pub async fn create_with_new_documents(
     conn: &mut PgConnection,
+    tenant_id: Uuid,
     job_id: Uuid,
     process_id: Uuid,
     documents: &[super::processes::ListedDocument<'_>],
@@ -298,9 +340,10 @@ pub async fn create_with_new_documents(
     let job: JobRow = super::processes::bind_listing!(
         sqlx::query_as(
             "WITH job AS (
-            INSERT INTO download_jobs (id, process_id, status, forced, total, pending,
-                                       processing, available, webhook_url, completed_at)
-            VALUES ($1, $2, $3, $16, $4, $4, 0, 0, $5, CASE WHEN $4 = 0 THEN now() END)
+            INSERT INTO download_jobs (id, process_id, tenant_id, status, forced, total,
+                                       pending, processing, available, webhook_url,
+                                       completed_at)
+            VALUES ($1, $2, $17, $3, $16, $4, $4, 0, 0, $5, CASE WHEN $4 = 0 THEN now() END)
             RETURNING *),
          listed AS (
             SELECT * FROM UNNEST($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[],
@@ -330,6 +373,7 @@ pub async fn create_with_new_documents(
     .bind(tasks)
     .bind(due)
     .bind(forced)
+    .bind(tenant_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok(job)
@@ -379,22 +423,35 @@ pub async fn finish_if_settled(conn: &mut PgConnection, job_id: Uuid) -> Result<
     }
 }
 
-/// Cancels an active job; `None` if it was not active. Queue tasks that have not started are
-/// dropped; transfers under way stop when the cancellation is announced on commit (see
-/// [`crate::jobs::cancellations`]), or at their next heartbeat.
+/// Cancels an active job; `None` if it was not active. Its counts are final: documents being
+/// transferred count as pending (given back). The queue tasks of its PENDING
+/// documents that no other active job wants are dropped; transfers under way of documents
+/// nobody wants any more stop when the cancellation is announced on commit (see
+/// [`crate::jobs::cancellations`]), or at their next heartbeat. Documents another active job
+/// covers go on for that job.
 pub async fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<Option<JobRow>, sqlx::Error> {
+    // Its counts are final from now on: transfers under way are given back (or go on for
+    // another job), so they count as pending.
     let job: Option<JobRow> = sqlx::query_as(
-        "UPDATE download_jobs SET status = 'CANCELLED', completed_at = now(), updated_at = now()
+        "UPDATE download_jobs SET status = 'CANCELLED', completed_at = now(), updated_at = now(),
+                pending = pending + processing, processing = 0
          WHERE id = $1 AND status IN ('QUEUED', 'RUNNING') RETURNING *",
     )
     .bind(job_id)
     .fetch_optional(&mut *conn)
     .await?;
     if job.is_some() {
-        sqlx::query(
-            "DELETE FROM fang_tasks WHERE state IN ('new', 'retried') AND id IN
-                (SELECT task_id FROM documents WHERE job_id = $1 AND status = 'PENDING')",
-        )
+        // A task carries documents of the job that created it; it goes only if none of the
+        // job's documents it carries is wanted by an active job any more.
+        sqlx::query(&format!(
+            "DELETE FROM fang_tasks WHERE state IN ('new', 'retried') AND id IN (
+                SELECT d.task_id FROM job_documents jd JOIN documents d ON d.id = jd.document_id
+                WHERE jd.job_id = $1 AND d.status = 'PENDING' AND d.task_id IS NOT NULL
+                GROUP BY d.task_id
+                HAVING bool_and(NOT EXISTS (
+                    SELECT 1 FROM job_documents o JOIN download_jobs j ON j.id = o.job_id
+                    WHERE o.document_id = d.id AND {ACTIVE})))"
+        ))
         .bind(job_id)
         .execute(&mut *conn)
         .await?;
@@ -402,8 +459,10 @@ pub async fn cancel(conn: &mut PgConnection, job_id: Uuid) -> Result<Option<JobR
     Ok(job)
 }
 
-/// Re-opens a job that ended with failures: FAILED documents become PENDING with a fresh
-/// attempt budget and the job RUNNING again. Returns the job and the re-queued documents.
+/// Re-opens a job that ended with failures: the FAILED documents it covers become PENDING
+/// with a fresh attempt budget (other active jobs covering them see them move), and the job
+/// RUNNING again, its counts read afresh from its documents (another tenant's job may have
+/// stored some of them since). Returns the job and the re-queued documents.
 pub async fn reopen_failed(
     conn: &mut PgConnection,
     job: &JobRow,
@@ -411,20 +470,37 @@ pub async fn reopen_failed(
     job.status()?.check(JobStatus::Running)?;
     DocumentStatus::Failed.check(DocumentStatus::Pending)?;
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "UPDATE documents SET status = 'PENDING', attempts = 0, last_error = NULL,
-                next_attempt_at = now(), task_id = NULL, updated_at = now()
-         WHERE job_id = $1 AND status = 'FAILED' RETURNING id",
+        "SELECT d.id FROM job_documents jd JOIN documents d ON d.id = jd.document_id
+         WHERE jd.job_id = $1 AND d.status = 'FAILED' ORDER BY jd.position FOR UPDATE OF d",
     )
     .bind(job.id)
     .fetch_all(&mut *conn)
     .await?;
+    let failed = vec!["FAILED".to_string(); ids.len()];
+    let pending = vec!["PENDING"; ids.len()];
+    shift_counts(conn, &ids, &failed, &pending).await?;
+    sqlx::query(
+        "UPDATE documents SET status = 'PENDING', attempts = 0, last_error = NULL,
+                next_attempt_at = now(), task_id = NULL, job_id = $2, updated_at = now()
+         WHERE id = ANY($1) AND status = 'FAILED'",
+    )
+    .bind(&ids)
+    .bind(job.id)
+    .execute(&mut *conn)
+    .await?;
     let reopened: JobRow = sqlx::query_as(
-        "UPDATE download_jobs SET status = 'RUNNING', failed = failed - $2, pending = pending + $2,
+        "UPDATE download_jobs j SET status = 'RUNNING', pending = c.pending,
+                processing = c.processing, available = c.available, failed = c.failed,
                 error = NULL, completed_at = NULL, updated_at = now()
-         WHERE id = $1 AND status = $3 RETURNING *",
+         FROM (SELECT count(*) FILTER (WHERE d.status = 'PENDING')::int AS pending,
+                      count(*) FILTER (WHERE d.status = 'PROCESSING')::int AS processing,
+                      count(*) FILTER (WHERE d.status = 'AVAILABLE')::int AS available,
+                      count(*) FILTER (WHERE d.status = 'FAILED')::int AS failed
+               FROM job_documents jd JOIN documents d ON d.id = jd.document_id
+               WHERE jd.job_id = $1) AS c
+         WHERE j.id = $1 AND j.status = $2 RETURNING j.*",
     )
     .bind(job.id)
-    .bind(ids.len() as i32)
     .bind(&job.status)
     .fetch_one(&mut *conn)
     .await?;
@@ -444,6 +520,8 @@ pub async fn settled_but_active(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sq
 /// Filters and cursor for [`page`].
 #[derive(Debug, Clone, Default)]
 pub struct PageQuery {
+    /// Only what this caller sees.
+    pub visibility: Visibility,
     /// Only this status.
     pub status: Option<JobStatus>,
     /// Only this process.
@@ -461,6 +539,7 @@ pub async fn page(db: impl PgExecutor<'_>, q: &PageQuery) -> Result<Vec<JobRow>,
          WHERE ($1::text IS NULL OR j.status = $1)
            AND ($2::text IS NULL OR j.process_id = (SELECT id FROM processes WHERE number = $2))
            AND ($3::timestamptz IS NULL OR (j.created_at, j.id) < ($3, $4))
+           AND ($6::uuid IS NULL OR j.tenant_id = $6) AND ($7::uuid IS NULL OR j.id = $7)
          ORDER BY j.created_at DESC, j.id DESC LIMIT $5",
     )
     .bind(q.status.map(JobStatus::as_str))
@@ -468,6 +547,8 @@ pub async fn page(db: impl PgExecutor<'_>, q: &PageQuery) -> Result<Vec<JobRow>,
     .bind(q.after.map(|a| a.0))
     .bind(q.after.map(|a| a.1))
     .bind(q.first + 1)
+    .bind(q.visibility.tenant)
+    .bind(q.visibility.job)
     .fetch_all(db)
     .await
 }

@@ -27,9 +27,12 @@ macro_rules! strict_commit {
 }
 pub(crate) use strict_commit;
 
+pub mod audit;
 pub mod documents;
 pub mod jobs;
+pub mod keys;
 pub mod processes;
+pub mod tenants;
 pub mod webhooks;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -40,6 +43,29 @@ use std::time::Duration;
 pub use documents::DocumentRow;
 pub use jobs::{JobCounts, JobRow};
 pub use processes::ProcessRow;
+
+/// What a caller may read: one tenant's rows (or every tenant's, `tenant: None`), and for a
+/// progress token one job only. Every read of tenant data takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Visibility {
+    /// Only this tenant's rows; `None`: every tenant's.
+    pub tenant: Option<uuid::Uuid>,
+    /// Only this job.
+    pub job: Option<uuid::Uuid>,
+}
+
+impl Visibility {
+    /// Every tenant's rows (the workers' and the command line's view).
+    pub const ALL: Visibility = Visibility {
+        tenant: None,
+        job: None,
+    };
+
+    /// Whether a job of `tenant_id` with id `job_id` is visible.
+    pub fn sees(&self, tenant_id: uuid::Uuid, job_id: uuid::Uuid) -> bool {
+        self.tenant.is_none_or(|t| t == tenant_id) && self.job.is_none_or(|j| j == job_id)
+    }
+}
 
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -1,4 +1,4 @@
-//! Webhook deliveries, their attempts, and the stored signing secret.
+//! Webhook deliveries, their attempts, and stored settings.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
@@ -12,6 +12,8 @@ pub struct DeliveryRow {
     pub id: Uuid,
     /// The job whose end it reports (none for a test message).
     pub job_id: Option<Uuid>,
+    /// The tenant whose message it is (signed with its secret).
+    pub tenant_id: Uuid,
     /// Target URL.
     pub url: String,
     /// `webhook-id`, the same on every attempt.
@@ -100,22 +102,35 @@ pub async fn record_attempt(
     .await
 }
 
-/// Inserts a delivery that is not tied to a job (`sendTestWebhook`).
+/// Inserts a delivery of a tenant that is not tied to a job (`sendTestWebhook`).
 pub async fn insert_test(
     db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
     url: &str,
     message_id: &str,
     payload: &serde_json::Value,
 ) -> Result<Uuid, sqlx::Error> {
     sqlx::query_scalar(
-        "INSERT INTO webhook_deliveries (url, message_id, event_type, payload)
-         VALUES ($1, $2, 'webhook.test', $3) RETURNING id",
+        "INSERT INTO webhook_deliveries (tenant_id, url, message_id, event_type, payload)
+         VALUES ($1, $2, $3, 'webhook.test', $4) RETURNING id",
     )
+    .bind(tenant_id)
     .bind(url)
     .bind(message_id)
     .bind(payload)
     .fetch_one(db)
     .await
+}
+
+/// The tenant whose message `message_id` is, if autos sent it.
+pub async fn tenant_of_message(
+    db: impl PgExecutor<'_>,
+    message_id: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT tenant_id FROM webhook_deliveries WHERE message_id = $1")
+        .bind(message_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// The stored value of a setting, storing `make()` first if there is none (race-free).

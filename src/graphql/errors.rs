@@ -18,6 +18,10 @@ pub mod code {
     pub const SOURCE_UNAVAILABLE: &str = "SOURCE_UNAVAILABLE";
     /// Not allowed in the current state.
     pub const INVALID_STATE: &str = "INVALID_STATE";
+    /// No valid credential.
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    /// The credential does not allow this field.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
     /// Malformed request.
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
     /// Anything else.

@@ -1,7 +1,8 @@
 //! DataLoaders: every list or nested field is answered by one batched statement per request,
-//! however many parents ask for it.
+//! however many parents ask for it. Loaders of jobs read only what the caller may see: they
+//! are made with the caller's [`Visibility`], so no resolver can forget it.
 
-use crate::db::{self, DocumentRow, JobRow, ProcessRow};
+use crate::db::{self, DocumentRow, JobRow, ProcessRow, Visibility};
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -22,14 +23,10 @@ loader!(
     /// Processes by id.
     ProcessById
 );
-loader!(
-    /// Jobs by id.
-    JobById
-);
-loader!(
-    /// The newest job of each process, by process id.
-    LatestJobByProcess
-);
+/// Jobs by id, of those the caller sees.
+pub struct JobById(pub PgPool, pub Visibility);
+/// The newest job of each process the caller sees, by process id.
+pub struct LatestJobByProcess(pub PgPool, pub Visibility);
 loader!(
     /// Listed documents of each process, by process id.
     DocumentsByProcess
@@ -61,7 +58,11 @@ impl Loader<Uuid> for JobById {
     type Error = LoadError;
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, JobRow>, LoadError> {
         let rows = db::jobs::find_by_ids(&self.0, keys).await?;
-        Ok(rows.into_iter().map(|r| (r.id, r)).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|r| self.1.sees(r.tenant_id, r.id))
+            .map(|r| (r.id, r))
+            .collect())
     }
 }
 
@@ -69,7 +70,7 @@ impl Loader<Uuid> for LatestJobByProcess {
     type Value = JobRow;
     type Error = LoadError;
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, JobRow>, LoadError> {
-        let rows = db::jobs::latest_by_processes(&self.0, keys).await?;
+        let rows = db::jobs::latest_by_processes(&self.0, keys, self.1).await?;
         Ok(rows.into_iter().map(|r| (r.process_id, r)).collect())
     }
 }
@@ -157,16 +158,17 @@ impl Loaders {
         self.delivery.enable_all_cache(false);
     }
 
-    /// Fresh loaders (their caches live as long as one request).
-    pub fn new(pool: &PgPool) -> Self {
+    /// Fresh loaders for a caller who sees `visibility` (their caches live as long as one
+    /// request).
+    pub fn new(pool: &PgPool, visibility: Visibility) -> Self {
         fn make<T: Send + Sync + 'static>(loader: T) -> Cached<T> {
             DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
                 .max_batch_size(10_000)
         }
         Loaders {
             process: make(ProcessById(pool.clone())),
-            job: make(JobById(pool.clone())),
-            latest_job: make(LatestJobByProcess(pool.clone())),
+            job: make(JobById(pool.clone(), visibility)),
+            latest_job: make(LatestJobByProcess(pool.clone(), visibility)),
             process_documents: make(DocumentsByProcess(pool.clone())),
             job_documents: make(DocumentsByJob(pool.clone())),
             document: make(DocumentById(pool.clone())),

@@ -11,10 +11,13 @@
 //! leaves.
 //!
 //! Only subscriptions are grouped: queries and mutations sent over a WebSocket run per
-//! request, as they must. Connection data is not part of the key: every connection carries
-//! the same data (there are no per-user rights in the API), so the leader's will do for all.
+//! request, as they must. Who subscribes is part of the key: only connections whose callers
+//! see the same data with the same rights ([`Principal::sharing_key`]: one tenant and set of
+//! scopes, or one progress token's job) share an execution, so one caller's rights never
+//! serve another; within a group the leader's connection data stands for all.
 
 use super::AutosSchema;
+use crate::auth::Principal;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Data, Executor, Request, Response};
 use futures::stream::{BoxStream, StreamExt};
@@ -32,7 +35,7 @@ struct Published {
     ended: bool,
 }
 
-type Key = (String, Option<String>, String);
+type Key = (String, String, Option<String>, String);
 type Groups = Mutex<HashMap<Key, Arc<watch::Sender<Published>>>>;
 
 /// The schema, with identical subscriptions sharing one execution.
@@ -101,7 +104,17 @@ impl Executor for Multiplexed {
         {
             return Executor::execute_stream(&self.schema, request, session_data);
         }
+        // Without a caller (no path in autos leads here without one) nothing is shared.
+        let Some(who) = session_data
+            .as_ref()
+            .and_then(|data| data.get(&std::any::TypeId::of::<Principal>()))
+            .and_then(|p| p.downcast_ref::<Principal>())
+            .map(Principal::sharing_key)
+        else {
+            return Executor::execute_stream(&self.schema, request, session_data);
+        };
         let key = (
+            who,
             request.query.clone(),
             request.operation_name.clone(),
             serde_json::to_string(&request.variables).unwrap_or_default(),

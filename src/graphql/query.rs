@@ -1,8 +1,11 @@
 //! Queries.
 
-use super::errors::{client_error, code, job_error, load_error};
+use super::access::{principal, Access};
+use super::admin::{tenant_filter, ApiKey, AuditEntry, Viewer};
+use super::errors::{client_error, code, internal, job_error, load_error};
 use super::loaders::Loaders;
 use super::types::{Document, DownloadJob, Process};
+use crate::auth::policy::Operation;
 use crate::db;
 use crate::domain::status::JobStatus;
 use crate::jobs::{self, Services};
@@ -23,7 +26,7 @@ pub struct ReceivedWebhook {
     pub timestamp: Option<f64>,
     /// The event's `type`.
     pub event_type: Option<String>,
-    /// Whether the signature verified with this deployment's secret.
+    /// Whether the signature verified with the sending tenant's secrets.
     pub signature_valid: bool,
     /// The body, as sent.
     pub body: String,
@@ -32,11 +35,19 @@ pub struct ReceivedWebhook {
 /// Largest page of `jobs`.
 pub const MAX_PAGE: i32 = 100;
 
+/// Largest page of `auditLog`.
+pub const MAX_AUDIT_PAGE: i32 = 100;
+
 /// The root query.
 pub struct Query;
 
-#[Object]
+#[Object(guard = "Access(Operation::Query)")]
 impl Query {
+    /// Who is calling: tenant, key, scopes, and the tenant's webhook secret.
+    async fn viewer(&self, ctx: &Context<'_>) -> Result<Viewer> {
+        Ok(Viewer(principal(ctx)?.clone()))
+    }
+
     /// A process by CNJ number (formatted or 20 digits), looked up at the source if not known
     /// yet; null if the source has no such case.
     async fn process(&self, ctx: &Context<'_>, number: String) -> Result<Option<Process>> {
@@ -61,7 +72,8 @@ impl Query {
         Ok(row.map(DownloadJob))
     }
 
-    /// Download jobs, newest first, optionally of one status or one process.
+    /// The caller's tenant's download jobs (admin keys: every tenant's, or those of
+    /// `tenant`), newest first, optionally of one status or one process.
     async fn jobs(
         &self,
         ctx: &Context<'_>,
@@ -69,6 +81,7 @@ impl Query {
         #[graphql(desc = "Cursor of the last job of the previous page.")] after: Option<String>,
         status: Option<JobStatus>,
         #[graphql(desc = "CNJ number, formatted or 20 digits.")] number: Option<String>,
+        #[graphql(desc = "Only this tenant's jobs (admin keys).")] tenant: Option<String>,
     ) -> Result<Connection<String, DownloadJob>> {
         let first = first.unwrap_or(20);
         if !(1..=MAX_PAGE).contains(&first) {
@@ -84,7 +97,10 @@ impl Query {
             .transpose()
             .map_err(|e| job_error(e.into()))?;
         let svc = ctx.data_unchecked::<Services>();
+        let mut visibility = principal(ctx)?.visibility();
+        visibility.tenant = tenant_filter(ctx, tenant.as_deref()).await?;
         let query = db::jobs::PageQuery {
+            visibility,
             status,
             process_number,
             after,
@@ -105,16 +121,21 @@ impl Query {
     }
 
     /// What the built-in test receiver (`POST /webhooks/test-receiver` on this process) got
-    /// lately, newest first, with whether each signature verified.
+    /// lately of the caller's tenant (admin keys: of all), newest first, with whether each
+    /// signature verified.
     async fn test_webhook_deliveries(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 20)] last: i32,
-    ) -> Vec<ReceivedWebhook> {
+    ) -> Result<Vec<ReceivedWebhook>> {
         let receiver =
             ctx.data_unchecked::<std::sync::Arc<crate::webhook::receiver::TestReceiver>>();
-        receiver
-            .last(last.clamp(0, crate::webhook::receiver::KEPT as i32) as usize)
+        let tenant = principal(ctx)?.visibility().tenant;
+        Ok(receiver
+            .last(
+                tenant,
+                last.clamp(0, crate::webhook::receiver::KEPT as i32) as usize,
+            )
             .into_iter()
             .map(|r| ReceivedWebhook {
                 received_at: r.received_at,
@@ -124,7 +145,59 @@ impl Query {
                 signature_valid: r.signature_valid,
                 body: r.body,
             })
-            .collect()
+            .collect())
+    }
+
+    /// Every mutation and key event of the caller's tenant (admin keys: of every tenant, or
+    /// of `tenant`), newest first.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Page size, 1 to 100 (default 20).")] first: Option<i32>,
+        #[graphql(desc = "Cursor of the last entry of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Only this tenant's entries (admin keys).")] tenant: Option<String>,
+    ) -> Result<Connection<String, AuditEntry>> {
+        let first = first.unwrap_or(20);
+        if !(1..=MAX_AUDIT_PAGE).contains(&first) {
+            return Err(client_error(
+                code::BAD_REQUEST,
+                format!("`first` must be between 1 and {MAX_AUDIT_PAGE}, got {first}"),
+            ));
+        }
+        let before = after
+            .as_deref()
+            .map(|a| {
+                a.parse::<i64>().map_err(|_| {
+                    client_error(
+                        code::BAD_REQUEST,
+                        format!("`after` is not a valid cursor: {a}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let tenant = tenant_filter(ctx, tenant.as_deref()).await?;
+        let svc = ctx.data_unchecked::<Services>();
+        let mut rows = db::audit::page(&svc.pool, tenant, before, first.into())
+            .await
+            .map_err(|e| internal(e.into()))?;
+        let has_next = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        let mut connection = Connection::new(before.is_some(), has_next);
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|row| Edge::new(row.id.to_string(), AuditEntry(row))),
+        );
+        Ok(connection)
+    }
+
+    /// API keys (admin keys only): of every tenant, or of `tenant`. Never their secrets.
+    async fn api_keys(&self, ctx: &Context<'_>, tenant: Option<String>) -> Result<Vec<ApiKey>> {
+        let tenant = tenant_filter(ctx, tenant.as_deref()).await?;
+        let svc = ctx.data_unchecked::<Services>();
+        let rows = db::keys::list(&svc.pool, tenant)
+            .await
+            .map_err(|e| internal(e.into()))?;
+        Ok(rows.into_iter().map(ApiKey).collect())
     }
 
     /// A document by id.

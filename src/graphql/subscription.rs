@@ -1,7 +1,9 @@
 //! Subscriptions: live job progress.
 
+use super::access::{principal, Access};
 use super::errors::{client_error, code, internal};
 use super::types::{counts, Document, DocumentCounts};
+use crate::auth::policy::Operation;
 use crate::domain::status::JobStatus;
 use crate::jobs::Services;
 use crate::progress::{Hub, Snapshot};
@@ -33,7 +35,7 @@ pub struct JobProgress {
 /// The root subscription.
 pub struct SubscriptionRoot;
 
-#[Subscription(name = "Subscription")]
+#[Subscription(name = "Subscription", guard = "Access(Operation::Subscription)")]
 impl SubscriptionRoot {
     /// A job's progress: the first message is its current state, then one for every document
     /// status change (coalesced when the subscriber is slow, never reordered; `progress` never
@@ -51,9 +53,12 @@ impl SubscriptionRoot {
         };
         let id = Uuid::parse_str(job_id.trim()).map_err(|_| not_found())?;
         let svc = ctx.data_unchecked::<Services>();
+        let visibility = principal(ctx)?.visibility();
+        // Another tenant's job is answered as an unknown one.
         crate::db::jobs::find(&svc.pool, id)
             .await
             .map_err(|e| internal(e.into()))?
+            .filter(|job| visibility.sees(job.tenant_id, job.id))
             .ok_or_else(not_found)?;
         let subscription = ctx.data_unchecked::<Hub>().subscribe(id);
         // Every subscriber of a job gets each snapshot: copy its document only for those who

@@ -61,14 +61,9 @@ impl AsyncRunnable for DownloadBatch {
         };
         // Listening before claiming: a cancellation committed after the claim is heard.
         let signals = svc.cancellations.subscribe();
-        let batch = documents::claim_batch(
-            &svc.pool,
-            self.job_id,
-            &self.document_ids,
-            svc.settings.lease,
-        )
-        .await
-        .map_err(|e| failed(e.into()))?;
+        let batch = documents::claim_batch(&svc.pool, &self.document_ids, svc.settings.lease)
+            .await
+            .map_err(|e| failed(e.into()))?;
         if batch.claims.is_empty() {
             return Ok(());
         }
@@ -109,10 +104,12 @@ struct BatchRun {
     token: Uuid,
     /// Claimed and not yet ended.
     held: Vec<Uuid>,
+    /// Held, but no active job wants them any more (cancelled): not to be transferred, and
+    /// given back when the batch ends.
+    unwanted: Vec<Uuid>,
     beat: Interval,
     /// Cancellations announced in this process (see [`super::cancellations`]).
     signals: Option<broadcast::Receiver<Signal>>,
-    cancelled: bool,
 }
 
 impl BatchRun {
@@ -131,8 +128,8 @@ impl BatchRun {
             token,
             signals: Some(signals),
             held: claims.iter().map(|c| c.document.id).collect(),
+            unwanted: Vec::new(),
             beat,
-            cancelled: false,
             svc,
         }
     }
@@ -144,8 +141,9 @@ impl BatchRun {
     /// Transfers the claimed documents in their order, each once a lane of the worker pool is
     /// free: one after the other while the pool is busy, several at once when its other lanes
     /// are idle (a small job, the end of a large one). Goes on until every document has ended
-    /// or the job is cancelled; meanwhile renews the claims, and hands each document that
-    /// ends to the process's [`Settler`](super::settler::Settler).
+    /// or is no longer wanted (every job covering it was cancelled); meanwhile renews the
+    /// claims, and hands each document that ends to the process's
+    /// [`Settler`](super::settler::Settler).
     async fn transfer(&mut self, claims: Vec<Claim>) -> anyhow::Result<()> {
         // Outside a worker there is no pool: one transfer at a time.
         let lanes = worker::lanes().unwrap_or_else(|| Arc::new(Semaphore::new(1)));
@@ -158,23 +156,13 @@ impl BatchRun {
         let mut beating: Option<JoinHandle<Result<documents::Heartbeat, crate::db::DbError>>> =
             None;
         loop {
-            while waiting
-                .front()
-                .is_some_and(|claim| !self.held.contains(&claim.document.id))
-            {
-                waiting.pop_front();
-            }
-            if self.cancelled {
-                if !in_flight.is_empty() {
-                    tracing::info!(
-                        transfers = in_flight.len(),
-                        "job cancelled; transfers stopped"
-                    );
+            waiting.retain(|claim| self.to_transfer(claim.document.id));
+            if waiting.is_empty() {
+                // Nothing left to start: a lane awaited for it would go unused.
+                next_lane = None;
+                if in_flight.is_empty() {
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            if waiting.is_empty() && in_flight.is_empty() {
-                return Ok(());
             }
             if next_lane.is_none() && !waiting.is_empty() {
                 next_lane = Some(Box::pin(lanes.clone().acquire_owned()));
@@ -183,8 +171,11 @@ impl BatchRun {
                 lane = async { next_lane.as_mut().expect("guarded").await }, if next_lane.is_some() => {
                     next_lane = None;
                     let lane = lane.map_err(|_| anyhow::anyhow!("the worker pool's lanes are closed"))?;
-                    let claim = waiting.pop_front().expect("a lane is awaited only for a waiting claim");
-                    if !waiting.iter().any(|later| self.held.contains(&later.document.id)) {
+                    let Some(claim) = waiting.pop_front() else {
+                        // Given up meanwhile: the lane goes back to the pool.
+                        continue;
+                    };
+                    if !waiting.iter().any(|later| self.to_transfer(later.document.id)) {
                         // The batch's last transfer starts: its worker may take the next task.
                         worker::hand_over();
                     }
@@ -195,6 +186,10 @@ impl BatchRun {
                 }
                 Some((id, ended)) = in_flight.next() => {
                     stops.retain(|(running, _)| *running != id);
+                    if self.unwanted.contains(&id) {
+                        // Stopped: still held, given back at the end.
+                        continue;
+                    }
                     if let Ended::Settle(outcome) = ended? {
                         // Nothing else in flight in this process: nothing will come soon to
                         // be written with it.
@@ -204,9 +199,12 @@ impl BatchRun {
                     }
                     self.forget(id);
                 }
+                // A cancelled job may have been the only one wanting some of these documents
+                // (of whichever job's batch): the heartbeat, now, tells.
                 signal = next_signal(&mut self.signals) => match signal {
-                    Ok(Signal::Cancelled(job)) => self.cancelled |= job == self.job_id,
-                    Ok(Signal::Missed) | Err(RecvError::Lagged(_)) => self.beat.reset_immediately(),
+                    Ok(Signal::Cancelled(_) | Signal::Missed) | Err(RecvError::Lagged(_)) => {
+                        self.beat.reset_immediately()
+                    }
                     Err(RecvError::Closed) => self.signals = None,
                 },
                 _ = self.beat.tick(), if beating.is_none() => {
@@ -221,10 +219,17 @@ impl BatchRun {
                     // What ended meanwhile is no longer held anyway; what the heartbeat did
                     // not find was taken by someone else.
                     self.held.retain(|id| beat.held.contains(id));
-                    self.cancelled |= !beat.job_active;
+                    for id in beat.unwanted {
+                        if !self.unwanted.contains(&id) {
+                            self.unwanted.push(id);
+                        }
+                    }
                     for (id, stop) in &stops {
                         if !self.held.contains(id) {
                             tracing::warn!(document = %id, "claim lost; transfer stopped");
+                            stop.abort();
+                        } else if self.unwanted.contains(id) {
+                            tracing::info!(document = %id, "no job wants it any more (cancelled); transfer stopped");
                             stop.abort();
                         }
                     }
@@ -233,8 +238,13 @@ impl BatchRun {
         }
     }
 
-    /// Gives back what is still held — after a cancellation, or when an error ended the
-    /// batch early — so that nothing waits for a lease to run out.
+    /// Whether a waiting document is still to be transferred by this batch.
+    fn to_transfer(&self, id: Uuid) -> bool {
+        self.held.contains(&id) && !self.unwanted.contains(&id)
+    }
+
+    /// Gives back what is still held — documents no job wants any more, or all of them when
+    /// an error ended the batch early — so that nothing waits for a lease to run out.
     async fn release(&mut self) -> anyhow::Result<()> {
         if self.held.is_empty() {
             return Ok(());

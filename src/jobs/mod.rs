@@ -10,7 +10,7 @@ pub mod settler;
 pub mod sweeper;
 pub mod webhook;
 
-use crate::db::{self, DbError, JobRow, ProcessRow};
+use crate::db::{self, DbError, JobRow, ProcessRow, Visibility};
 use crate::domain::cnj::CnjError;
 use crate::domain::status::JobStatus;
 use crate::domain::ProcessNumber;
@@ -43,6 +43,8 @@ pub struct JobSettings {
     pub lease: Duration,
     /// Lifetime of presigned download URLs.
     pub presign_ttl: Duration,
+    /// How long the audit log keeps an entry.
+    pub audit_retention: Duration,
 }
 
 /// Everything jobs need, shared by the API and the workers.
@@ -255,13 +257,16 @@ pub struct StartDownload {
     pub force: bool,
 }
 
-/// Starts a download job, or returns the one that makes it unnecessary (`created: false`):
-/// the process's QUEUED or RUNNING job, or its COMPLETED job unless `force`.
+/// Starts a download job for a tenant, or returns the one that makes it unnecessary
+/// (`created: false`): the tenant's QUEUED or RUNNING job of the process, or its COMPLETED job
+/// unless `force`. Each tenant gets a job of its own; documents another tenant's active job is
+/// already transferring are shared, not transferred twice.
 ///
 /// Race-proof: the process row is locked while the decision is made and the job created, and
-/// a unique index allows one active job per process whatever happens.
+/// a unique index allows one active job per tenant and process whatever happens.
 pub async fn start_download(
     svc: &Services,
+    tenant_id: Uuid,
     request: StartDownload,
 ) -> Result<(JobRow, bool), JobError> {
     let number = ProcessNumber::parse(&request.number)?;
@@ -281,7 +286,7 @@ pub async fn start_download(
     let _serialized = lock.lock().await;
     // Most repeated calls end here, without asking the source anything.
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
-        if let Some(job) = reusable(&svc.pool, process.id, request.force).await? {
+        if let Some(job) = reusable(&svc.pool, tenant_id, process.id, request.force).await? {
             return Ok((job, false));
         }
     }
@@ -315,6 +320,7 @@ pub async fn start_download(
         batches.enqueue(&mut tx, due).await?;
         let job = db::jobs::create_with_new_documents(
             &mut tx,
+            tenant_id,
             job_id,
             process.id,
             &documents,
@@ -328,7 +334,7 @@ pub async fn start_download(
         (job, ids.len())
     } else {
         db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
-        if let Some(job) = reusable(&mut *tx, process.id, request.force).await? {
+        if let Some(job) = reusable(&mut *tx, tenant_id, process.id, request.force).await? {
             tx.commit().await?;
             return Ok((job, false));
         }
@@ -337,6 +343,7 @@ pub async fn start_download(
         batches.enqueue(&mut tx, due).await?;
         let job = db::jobs::create(
             &mut tx,
+            tenant_id,
             job_id,
             &plan,
             request.force,
@@ -348,17 +355,18 @@ pub async fn start_download(
         (job, plan.to_transfer.len())
     };
     tx.commit().await?;
-    tracing::info!(job = %job.id, process = %number, documents = job.total, to_transfer, status = %job.status, "download job created");
+    tracing::info!(job = %job.id, tenant = %tenant_id, process = %number, documents = job.total, to_transfer, status = %job.status, "download job created");
     Ok((job, true))
 }
 
-/// The existing job that answers a `startDownload`, if any.
+/// The existing job of the tenant that answers a `startDownload`, if any.
 async fn reusable(
     db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Uuid,
     process_id: Uuid,
     force: bool,
 ) -> Result<Option<JobRow>, JobError> {
-    let Some(latest) = db::jobs::latest_for_process(db, process_id).await? else {
+    let Some(latest) = db::jobs::latest_for_process(db, tenant_id, process_id).await? else {
         return Ok(None);
     };
     Ok(match latest.status()? {
@@ -430,13 +438,28 @@ pub async fn enqueue_batches(
     Ok(())
 }
 
-/// Cancels a QUEUED or RUNNING job.
-pub async fn cancel(svc: &Services, raw_id: &str) -> Result<JobRow, JobError> {
+/// A job the caller sees, by the id it gave; another tenant's is not found, like an unknown one.
+async fn visible_job(
+    db: impl sqlx::PgExecutor<'_>,
+    visibility: Visibility,
+    raw_id: &str,
+) -> Result<JobRow, JobError> {
     let id = parse_job_id(raw_id)?;
+    db::jobs::find(db, id)
+        .await?
+        .filter(|job| visibility.sees(job.tenant_id, job.id))
+        .ok_or_else(|| JobError::JobNotFound(raw_id.to_string()))
+}
+
+/// Cancels a QUEUED or RUNNING job. Documents another active job covers go on for that job.
+pub async fn cancel(
+    svc: &Services,
+    visibility: Visibility,
+    raw_id: &str,
+) -> Result<JobRow, JobError> {
     let mut tx = svc.pool.begin().await?;
-    let Some(job) = db::jobs::find(&mut *tx, id).await? else {
-        return Err(JobError::JobNotFound(raw_id.to_string()));
-    };
+    let job = visible_job(&mut *tx, visibility, raw_id).await?;
+    let id = job.id;
     match db::jobs::cancel(&mut tx, id).await? {
         Some(cancelled) => {
             tx.commit().await?;
@@ -451,12 +474,14 @@ pub async fn cancel(svc: &Services, raw_id: &str) -> Result<JobRow, JobError> {
 }
 
 /// Re-queues the FAILED documents of a job that ended COMPLETED_WITH_ERRORS or FAILED.
-pub async fn retry_failed(svc: &Services, raw_id: &str) -> Result<JobRow, JobError> {
-    let id = parse_job_id(raw_id)?;
+pub async fn retry_failed(
+    svc: &Services,
+    visibility: Visibility,
+    raw_id: &str,
+) -> Result<JobRow, JobError> {
     let mut tx = svc.pool.begin().await?;
-    let Some(job) = db::jobs::find(&mut *tx, id).await? else {
-        return Err(JobError::JobNotFound(raw_id.to_string()));
-    };
+    let job = visible_job(&mut *tx, visibility, raw_id).await?;
+    let id = job.id;
     // Serialize with startDownload for the same process.
     sqlx::query("SELECT 1 FROM processes WHERE id = $1 FOR UPDATE")
         .bind(job.process_id)
@@ -471,18 +496,18 @@ pub async fn retry_failed(svc: &Services, raw_id: &str) -> Result<JobRow, JobErr
             "job {id} is {status}: only a job that ended COMPLETED_WITH_ERRORS or FAILED has failed documents to retry"
         )));
     }
-    let latest = db::jobs::latest_for_process(&mut *tx, job.process_id).await?;
+    let latest = db::jobs::latest_for_process(&mut *tx, job.tenant_id, job.process_id).await?;
     if latest.as_ref().map(|l| l.id) != Some(job.id) {
         return Err(JobError::InvalidState(format!(
             "job {id} is not the latest job of its process; retry the latest one or start a new download"
         )));
     }
-    if job.failed == 0 {
+    let (reopened, ids) = db::jobs::reopen_failed(&mut tx, &job).await?;
+    if ids.is_empty() {
         return Err(JobError::InvalidState(format!(
             "job {id} has no failed documents"
         )));
     }
-    let (reopened, ids) = db::jobs::reopen_failed(&mut tx, &job).await?;
     enqueue_batches(&mut tx, id, &ids, svc.settings.batch_size, Utc::now()).await?;
     tx.commit().await?;
     tracing::info!(job = %id, documents = ids.len(), "failed documents re-queued");

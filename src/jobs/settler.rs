@@ -147,8 +147,9 @@ async fn run(
     write(&pool, held).await;
 }
 
-/// Writes what is `held`, one statement per job (each statement locks one job row, so writers in
-/// several processes cannot deadlock), trying again on failure.
+/// Writes what is `held`, one statement per job (each statement locks the rows of the jobs
+/// covering its documents in id order, so writers in several processes cannot deadlock),
+/// trying again on failure.
 async fn write(pool: &PgPool, held: Held) {
     for (job_id, ended) in held {
         let mut attempt = 1;

@@ -11,7 +11,8 @@
 //!    a new task, or FAILED if that was its last attempt;
 //! 2. a PENDING document of an active job that no live queue task will pick up (its task was
 //!    lost, deleted, or failed for good) gets a new task;
-//! 3. an active job with no open document left is made terminal.
+//! 3. an active job with no open document left is made terminal;
+//! 4. audit log entries older than `AUTOS_AUDIT_RETENTION_DAYS` are deleted.
 //!
 //! Every step is a compare-and-set, so sweepers in several processes may run at once.
 
@@ -34,6 +35,8 @@ pub struct Swept {
     pub orphans: usize,
     /// Jobs made terminal.
     pub finished: usize,
+    /// Audit log entries past their retention deleted.
+    pub audit_entries: usize,
 }
 
 /// Looks every `interval` whether a pass is due in the cluster, and makes it if so, until
@@ -148,6 +151,12 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
         if job.completed_at.is_some() {
             swept.finished += 1;
         }
+    }
+
+    let retention =
+        chrono::Duration::from_std(svc.settings.audit_retention).unwrap_or(chrono::Duration::MAX);
+    if let Some(before) = Utc::now().checked_sub_signed(retention) {
+        swept.audit_entries = db::audit::purge(&svc.pool, before).await? as usize;
     }
     Ok(swept)
 }

@@ -14,6 +14,7 @@ use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -23,8 +24,8 @@ pub const WEBHOOK_TASK: &str = "webhook";
 /// How webhooks are sent.
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    /// The signing secret.
-    pub secret: Secret,
+    /// `AUTOS_WEBHOOK_SECRET`: the secret of the tenant `default`, when set.
+    pub default_secret: Option<Secret>,
     /// Attempts in all.
     pub max_attempts: u32,
     /// First retry delay; grows exponentially.
@@ -124,9 +125,10 @@ async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
     let mut refused_for_good = false;
     let result = match svc.check_webhook_target(&delivery.url).await {
         Ok(target) => {
+            let secrets = signing_secrets(&svc.pool, webhooks, delivery.tenant_id).await?;
             send::post(
                 &target,
-                &webhooks.secret,
+                &secrets,
                 &delivery.message_id,
                 &body,
                 webhooks.timeout,
@@ -176,9 +178,13 @@ async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends one signed `webhook.test` event to `url` now, recording it like any delivery.
-/// Returns the attempts made (none when the target is refused) and the last one.
-pub async fn send_test(svc: &Services, url: &str) -> anyhow::Result<(i32, send::Attempt)> {
+/// Sends one signed `webhook.test` event of a tenant to `url` now, recording it like any
+/// delivery. Returns the attempts made (none when the target is refused) and the last one.
+pub async fn send_test(
+    svc: &Services,
+    tenant_id: Uuid,
+    url: &str,
+) -> anyhow::Result<(i32, send::Attempt)> {
     let target = match svc.check_webhook_target(url).await {
         Ok(target) => target,
         Err(refusal) => {
@@ -197,16 +203,10 @@ pub async fn send_test(svc: &Services, url: &str) -> anyhow::Result<(i32, send::
         "timestamp": Utc::now(),
         "data": {"message": "a test event from autos: signature and reachability check"},
     });
-    let id = db::webhooks::insert_test(&svc.pool, url, &message_id, &payload).await?;
+    let id = db::webhooks::insert_test(&svc.pool, tenant_id, url, &message_id, &payload).await?;
     let body = serde_json::to_vec(&payload)?;
-    let sent = send::post(
-        &target,
-        &svc.webhooks.secret,
-        &message_id,
-        &body,
-        svc.webhooks.timeout,
-    )
-    .await;
+    let secrets = signing_secrets(&svc.pool, &svc.webhooks, tenant_id).await?;
+    let sent = send::post(&target, &secrets, &message_id, &body, svc.webhooks.timeout).await;
     let outcome = if sent.delivered() {
         "DELIVERED"
     } else {
@@ -222,4 +222,104 @@ pub async fn send_test(svc: &Services, url: &str) -> anyhow::Result<(i32, send::
     )
     .await?;
     Ok((1, sent))
+}
+
+/// How long the secret a rotation replaces keeps signing.
+pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a tenant's secret cannot be rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// `AUTOS_WEBHOOK_SECRET` sets it.
+    #[error("the default tenant's webhook secret is set by AUTOS_WEBHOOK_SECRET; change it there")]
+    Configured,
+    /// Anything else.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A tenant's row, with a webhook secret generated and stored if it had none.
+async fn tenant_with_secret(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> anyhow::Result<db::tenants::TenantRow> {
+    let tenant = db::tenants::find(pool, tenant_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("tenant {tenant_id} does not exist"))?;
+    if tenant.webhook_secret.is_some() {
+        return Ok(tenant);
+    }
+    let generated = Secret::generate().to_string();
+    Ok(db::tenants::secret_or_store(pool, tenant_id, &generated).await?)
+}
+
+fn configured<'a>(
+    settings: &'a WebhookSettings,
+    tenant: &db::tenants::TenantRow,
+) -> Option<&'a Secret> {
+    settings
+        .default_secret
+        .as_ref()
+        .filter(|_| tenant.slug == db::tenants::DEFAULT)
+}
+
+fn parse_stored(text: &str) -> anyhow::Result<Secret> {
+    Secret::parse(text).map_err(|e| anyhow::anyhow!("a stored webhook secret is unusable: {e}"))
+}
+
+/// A tenant's current signing secret (`viewer.webhookSecret`, `autos webhook-secret`).
+pub async fn current_secret(
+    pool: &PgPool,
+    settings: &WebhookSettings,
+    tenant_id: Uuid,
+) -> anyhow::Result<Secret> {
+    let tenant = tenant_with_secret(pool, tenant_id).await?;
+    if let Some(secret) = configured(settings, &tenant) {
+        return Ok(secret.clone());
+    }
+    parse_stored(tenant.webhook_secret.as_deref().unwrap_or_default())
+}
+
+/// The secrets a tenant's messages are signed with now: its current one, and for
+/// [`ROTATION_OVERLAP`] after a rotation the one it replaced.
+pub async fn signing_secrets(
+    pool: &PgPool,
+    settings: &WebhookSettings,
+    tenant_id: Uuid,
+) -> anyhow::Result<Vec<Secret>> {
+    let tenant = tenant_with_secret(pool, tenant_id).await?;
+    if let Some(secret) = configured(settings, &tenant) {
+        return Ok(vec![secret.clone()]);
+    }
+    let mut secrets = vec![parse_stored(
+        tenant.webhook_secret.as_deref().unwrap_or_default(),
+    )?];
+    if let (Some(previous), Some(until)) =
+        (&tenant.previous_webhook_secret, tenant.previous_valid_until)
+    {
+        if until > Utc::now() {
+            secrets.push(parse_stored(previous)?);
+        }
+    }
+    Ok(secrets)
+}
+
+/// Gives a tenant a new signing secret; the current one keeps signing beside it for
+/// [`ROTATION_OVERLAP`]. Returns the new secret and until when the previous one signs.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    settings: &WebhookSettings,
+    tenant_id: Uuid,
+) -> Result<(Secret, Option<chrono::DateTime<Utc>>), RotationError> {
+    let tenant = tenant_with_secret(pool, tenant_id).await?;
+    if configured(settings, &tenant).is_some() {
+        return Err(RotationError::Configured);
+    }
+    let secret = Secret::generate();
+    let until = Utc::now() + chrono::Duration::from_std(ROTATION_OVERLAP).unwrap_or_default();
+    let rotated = db::tenants::rotate_secret(pool, tenant_id, &secret.to_string(), until)
+        .await
+        .map_err(anyhow::Error::from)?;
+    tracing::info!(tenant = %tenant.slug, "webhook secret rotated");
+    Ok((secret, rotated.previous_valid_until))
 }

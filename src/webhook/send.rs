@@ -34,10 +34,10 @@ impl Attempt {
     }
 }
 
-/// POSTs `body` (JSON) to `target`, signed with `secret` under `message_id`.
+/// POSTs `body` (JSON) to `target`, signed with each of `secrets` under `message_id`.
 pub async fn post(
     target: &Target,
-    secret: &Secret,
+    secrets: &[Secret],
     message_id: &str,
     body: &[u8],
     timeout: Duration,
@@ -61,7 +61,7 @@ pub async fn post(
         let mut request = client
             .post(target.url.clone())
             .header("content-type", "application/json");
-        for (name, value) in headers(secret, message_id, timestamp, body) {
+        for (name, value) in headers(secrets, message_id, timestamp, body) {
             request = request.header(name, value);
         }
         let response = request

@@ -153,17 +153,22 @@ pub fn verify(
 }
 
 /// The three Standard Webhooks headers for one message: `webhook-id`, `webhook-timestamp`
-/// (Unix seconds) and `webhook-signature`.
+/// (Unix seconds) and `webhook-signature`, which holds one signature per secret,
+/// space-separated (while a secret is being rotated, receivers holding either one verify).
 pub fn headers(
-    secret: &Secret,
+    secrets: &[Secret],
     msg_id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> [(&'static str, String); 3] {
+    let signatures: Vec<String> = secrets
+        .iter()
+        .map(|secret| sign(secret, msg_id, timestamp, body))
+        .collect();
     [
         ("webhook-id", msg_id.to_owned()),
         ("webhook-timestamp", timestamp.to_string()),
-        ("webhook-signature", sign(secret, msg_id, timestamp, body)),
+        ("webhook-signature", signatures.join(" ")),
     ]
 }
 
@@ -247,10 +252,28 @@ mod tests {
 
     #[test]
     fn headers_carry_id_timestamp_signature() {
-        let [id, ts, sig] = headers(&secret(), MSG_ID, TS, BODY);
+        let [id, ts, sig] = headers(&[secret()], MSG_ID, TS, BODY);
         assert_eq!(id, ("webhook-id", MSG_ID.to_owned()));
         assert_eq!(ts, ("webhook-timestamp", "1614265330".to_owned()));
         assert_eq!(sig, ("webhook-signature", SIGNATURE.to_owned()));
+    }
+
+    #[test]
+    fn during_a_rotation_either_secret_verifies() {
+        let next = Secret::generate();
+        let [_, _, (_, both)] = headers(&[next.clone(), secret()], MSG_ID, TS, BODY);
+        assert_eq!(both.split(' ').count(), 2);
+        assert!(verify(&secret(), MSG_ID, TS, BODY, &both, TS, 300));
+        assert!(verify(&next, MSG_ID, TS, BODY, &both, TS, 300));
+        assert!(!verify(
+            &Secret::generate(),
+            MSG_ID,
+            TS,
+            BODY,
+            &both,
+            TS,
+            300
+        ));
     }
 
     #[test]

@@ -163,10 +163,46 @@ pub fn config(db_url: &str, s3: &TestS3, source_url: &str, o: &Options) -> Confi
     c
 }
 
+/// The tenant of the key every `TestApp` starts with.
+pub const TENANT: &str = "acme";
+
+/// Creates an API key as `autos key create` does (same code, on the test's database) and
+/// returns its full text.
+pub async fn create_key(db_url: &str, tenant: &str, scopes: &[autos::auth::Scope]) -> String {
+    let pool = sqlx::PgPool::connect(db_url).await.expect("connect");
+    let spec = autos::auth::admin::KeySpec {
+        tenant: tenant.to_string(),
+        scopes: scopes.to_vec(),
+        name: Some(format!("test key of {tenant}")),
+        expires_in_days: None,
+        rate_limit: None,
+    };
+    let (key, _) = autos::auth::admin::create_key(&pool, &spec, &autos::auth::audit::Actor::cli())
+        .await
+        .expect("create a key");
+    pool.close().await;
+    key.reveal()
+}
+
+/// An HTTP client that sends `credential` (a key or progress token) with every request.
+pub fn client_with(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {credential}"))
+        .expect("header value");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// autos with everything it talks to.
 pub struct TestApp {
     pub app: Option<Application>,
     pub addr: SocketAddr,
+    /// A `write` key of the tenant [`TENANT`]; `http` sends it.
+    pub key: String,
     pub http: reqwest::Client,
     pub db: TestDb,
     pub s3: TestS3,
@@ -187,10 +223,12 @@ impl TestApp {
             .await
             .expect("start autos");
         let addr = app.addr.expect("serving");
+        let key = create_key(&db.url, TENANT, &[autos::auth::Scope::Write]).await;
         TestApp {
             app: Some(app),
             addr,
-            http: reqwest::Client::new(),
+            http: client_with(&key),
+            key,
             db,
             s3,
             court,
@@ -207,6 +245,11 @@ impl TestApp {
 
     pub fn services(&self) -> &autos::jobs::Services {
         &self.app.as_ref().expect("running").services
+    }
+
+    /// A new key of `tenant` with `scopes`, made as `autos key create` makes one.
+    pub async fn key(&self, tenant: &str, scopes: &[autos::auth::Scope]) -> String {
+        create_key(&self.db.url, tenant, scopes).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -400,3 +443,5 @@ pub fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address")
 }
+pub mod access;
+pub mod browser;

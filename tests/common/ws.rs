@@ -87,23 +87,70 @@ pub struct WsClient {
     pub keep_alives: u32,
 }
 
+/// How a server refused a connection's `connection_init`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// `connection_error` payload (legacy graphql-ws), if one came.
+    pub connection_error: Option<Value>,
+    /// The close frame's code, if one came.
+    pub close_code: Option<u16>,
+}
+
+/// What a connection presents: its `connection_init` payload and upgrade request headers.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// `connection_init` payload.
+    pub payload: Value,
+    /// Extra headers of the upgrade request (`Authorization`, `Origin`).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Credentials {
+    /// A key or token in the `connection_init` payload, as the contract says.
+    pub fn bearer(credential: &str) -> Credentials {
+        Credentials {
+            payload: json!({ "authorization": format!("Bearer {credential}") }),
+            headers: Vec::new(),
+        }
+    }
+}
+
 impl WsClient {
-    /// Connects to `ws://{addr}/graphql` and completes the `connection_init` handshake.
-    pub async fn connect(addr: SocketAddr, protocol: Protocol) -> WsClient {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        Self::handshake(addr, stream, protocol).await
+    /// Connects to `ws://{addr}/graphql` with a key (or progress token) and completes the
+    /// `connection_init` handshake.
+    pub async fn connect(addr: SocketAddr, protocol: Protocol, key: &str) -> WsClient {
+        Self::try_connect(addr, protocol, Credentials::bearer(key))
+            .await
+            .unwrap_or_else(|refused| panic!("connection refused: {refused:?}"))
     }
 
     /// Like `connect`, with a small socket receive buffer: a client that stops reading makes
     /// the server's writes block after a few messages instead of after megabytes.
-    pub async fn connect_small_buffer(addr: SocketAddr, protocol: Protocol) -> WsClient {
+    pub async fn connect_small_buffer(addr: SocketAddr, protocol: Protocol, key: &str) -> WsClient {
         let socket = TcpSocket::new_v4().expect("socket");
         socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
         let stream = socket.connect(addr).await.expect("connect");
-        Self::handshake(addr, stream, protocol).await
+        Self::handshake(addr, stream, protocol, Credentials::bearer(key))
+            .await
+            .unwrap_or_else(|refused| panic!("connection refused: {refused:?}"))
     }
 
-    async fn handshake(addr: SocketAddr, stream: TcpStream, protocol: Protocol) -> WsClient {
+    /// Connects presenting `credentials`; the refusal, if the server refuses them.
+    pub async fn try_connect(
+        addr: SocketAddr,
+        protocol: Protocol,
+        credentials: Credentials,
+    ) -> Result<WsClient, Refused> {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::handshake(addr, stream, protocol, credentials).await
+    }
+
+    async fn handshake(
+        addr: SocketAddr,
+        stream: TcpStream,
+        protocol: Protocol,
+        credentials: Credentials,
+    ) -> Result<WsClient, Refused> {
         stream.set_nodelay(true).expect("TCP_NODELAY");
         let mut request = format!("ws://{addr}/graphql")
             .into_client_request()
@@ -112,6 +159,11 @@ impl WsClient {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(protocol.name()),
         );
+        for (name, value) in &credentials.headers {
+            request
+                .headers_mut()
+                .insert(*name, HeaderValue::from_str(value).expect("header value"));
+        }
         let (ws, response) =
             tokio::time::timeout(PATIENCE, tokio_tungstenite::client_async(request, stream))
                 .await
@@ -134,15 +186,62 @@ impl WsClient {
             keep_alives: 0,
         };
         client
-            .send(json!({ "type": "connection_init", "payload": {} }))
+            .send(json!({ "type": "connection_init", "payload": credentials.payload }))
             .await;
         let deadline = Instant::now() + PATIENCE;
+        let mut connection_error = None;
         loop {
-            let message = client.receive(deadline).await;
+            let message = match client.receive_or_close(deadline).await {
+                Ok(message) => message,
+                Err(close_code) => {
+                    return Err(Refused {
+                        connection_error,
+                        close_code,
+                    })
+                }
+            };
             match message["type"].as_str() {
-                Some("connection_ack") => return client,
+                Some("connection_ack") => return Ok(client),
                 Some("ka") if protocol == Protocol::Legacy => client.keep_alives += 1,
+                Some("connection_error") if protocol == Protocol::Legacy => {
+                    connection_error = Some(message["payload"].clone())
+                }
                 _ => panic!("expected connection_ack, got {message}"),
+            }
+        }
+    }
+
+    /// The next protocol message, or the close code (if any) when the server closes.
+    async fn receive_or_close(&mut self, deadline: Instant) -> Result<Value, Option<u16>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let frame = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("nothing arrived over the WebSocket in time"));
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {text}")));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Binary(data))) => panic!("unexpected binary frame: {data:?}"),
+                Some(Ok(Message::Close(frame))) => return Err(frame.map(|f| u16::from(f.code))),
+                Some(Err(_)) | None => return Err(None),
+            }
+        }
+    }
+
+    /// Waits until the server closes the connection (answering pings meanwhile); its close
+    /// code, if it sent one. Panics if operation messages arrive or nothing ends by `deadline`.
+    pub async fn closed_by(&mut self, deadline: Instant) -> Option<u16> {
+        loop {
+            match self.receive_or_close(deadline).await {
+                Err(code) => return code,
+                Ok(message) if message["type"] == "ping" => {
+                    self.send(json!({ "type": "pong" })).await
+                }
+                Ok(message) if message["type"] == "ka" => {}
+                Ok(message) => panic!("expected the connection to close, got {message}"),
             }
         }
     }
