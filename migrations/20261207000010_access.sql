@@ -91,20 +91,11 @@ $$;
 -- A document is wanted by every active job that covers it (`job_documents`), of whichever
 -- tenant: a document two tenants ask for is transferred once, and each job's counts follow
 -- it. `documents.job_id` only names the job whose task queued its current or last attempt.
--- Progress notifications therefore go to every active job covering a changed document.
-CREATE OR REPLACE FUNCTION autos_notify_documents() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('autos_progress', changed.job_id::text || ':' || changed.id::text)
-    FROM (SELECT DISTINCT ON (jd.job_id) jd.job_id, n.id
-          FROM new_rows n
-          JOIN old_rows o ON o.id = n.id
-          JOIN job_documents jd ON jd.document_id = n.id
-          JOIN download_jobs j ON j.id = jd.job_id AND j.status IN ('QUEUED', 'RUNNING')
-          WHERE o.status IS DISTINCT FROM n.status
-          ORDER BY jd.job_id, n.position DESC) AS changed;
-    RETURN NULL;
-END;
-$$;
+-- Every change of a document's status moves the counts of the active jobs covering it through
+-- `autos_shift_counts` (below), which also sends their progress notifications: the trigger
+-- that did so per statement of `documents` goes.
+DROP TRIGGER documents_progress ON documents;
+DROP FUNCTION autos_notify_documents();
 
 -- Who did what: every mutation and key event, per tenant, kept for the retention period.
 CREATE TABLE audit_log (
@@ -124,9 +115,10 @@ CREATE INDEX audit_log_tenant ON audit_log (tenant_id, id DESC);
 CREATE INDEX audit_log_at ON audit_log (at);
 
 -- Moves the counts of every active job covering documents whose status changed (`p_was[i]` to
--- `p_now[i]` for `p_ids[i]`) and returns those jobs as they are afterwards; a move to PROCESSING
--- starts a QUEUED job. Locks the jobs' rows in id order, so that concurrent writers cannot
--- deadlock.
+-- `p_now[i]` for `p_ids[i]`), sends each of those jobs its progress notification (naming the
+-- last of its changed documents, by position), and returns the jobs as they are afterwards. A
+-- move to PROCESSING starts a QUEUED job. Locks the jobs' rows in id order, so that concurrent
+-- writers cannot deadlock.
 --
 -- A function, VOLATILE, so that it reads `job_documents` with a snapshot of its own, taken
 -- after the caller's statement has locked (and if need be waited for) the documents: a job
@@ -137,7 +129,7 @@ CREATE FUNCTION autos_shift_counts(p_ids uuid[], p_was text[], p_now text[])
 RETURNS SETOF download_jobs LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     RETURN QUERY
-    WITH moved AS (
+    WITH changed AS (
         SELECT * FROM UNNEST(p_ids, p_was, p_now) AS m(id, old_status, new_status)
         WHERE m.old_status <> m.new_status),
      shifted AS (
@@ -150,22 +142,30 @@ BEGIN
                 - count(*) FILTER (WHERE m.old_status = 'AVAILABLE'))::int AS available,
                (count(*) FILTER (WHERE m.new_status = 'FAILED')
                 - count(*) FILTER (WHERE m.old_status = 'FAILED'))::int AS failed,
-               bool_or(m.new_status = 'PROCESSING') AS started
-        FROM moved m JOIN job_documents jd ON jd.document_id = m.id
+               bool_or(m.new_status = 'PROCESSING') AS started,
+               (array_agg(m.id ORDER BY jd.position DESC))[1] AS last_document
+        FROM changed m JOIN job_documents jd ON jd.document_id = m.id
         JOIN download_jobs j ON j.id = jd.job_id
         WHERE j.status IN ('QUEUED', 'RUNNING') GROUP BY jd.job_id),
      locked AS (
         SELECT j.id FROM download_jobs j WHERE j.id IN (SELECT s.job_id FROM shifted s)
-        ORDER BY j.id FOR NO KEY UPDATE)
-    UPDATE download_jobs j SET pending = j.pending + s.pending,
-           processing = j.processing + s.processing, available = j.available + s.available,
-           failed = j.failed + s.failed,
-           status = CASE WHEN s.started AND j.status = 'QUEUED' THEN 'RUNNING' ELSE j.status END,
-           started_at = CASE WHEN s.started THEN coalesce(j.started_at, now())
-                             ELSE j.started_at END,
-           updated_at = now()
-    FROM shifted s JOIN locked l ON l.id = s.job_id
-    WHERE j.id = s.job_id AND j.status IN ('QUEUED', 'RUNNING')
-    RETURNING j.*;
+        ORDER BY j.id FOR NO KEY UPDATE),
+     updated AS (
+        UPDATE download_jobs j SET pending = j.pending + s.pending,
+               processing = j.processing + s.processing,
+               available = j.available + s.available, failed = j.failed + s.failed,
+               status = CASE WHEN s.started AND j.status = 'QUEUED' THEN 'RUNNING'
+                             ELSE j.status END,
+               started_at = CASE WHEN s.started THEN coalesce(j.started_at, now())
+                                 ELSE j.started_at END,
+               updated_at = now()
+        FROM shifted s JOIN locked l ON l.id = s.job_id
+        WHERE j.id = s.job_id AND j.status IN ('QUEUED', 'RUNNING')
+        RETURNING j AS job, s.last_document),
+     notified AS (
+        SELECT count(pg_notify('autos_progress',
+                               (u.job).id::text || ':' || u.last_document::text))
+        FROM updated u)
+    SELECT (u.job).* FROM updated u, notified n WHERE n.count >= 0;
 END;
 $$;

@@ -8,8 +8,8 @@
 //! CPU its fan-out used.
 
 use super::{
-    authorization, autos_binary, cpu_seconds_of, drop_database, free_port, fresh_database, gql,
-    profile_pause, spawn_autos, wait_ready, KEY, SECRET,
+    authorization, authorize, autos_binary, cpu_seconds_of, drop_database, free_port,
+    fresh_database, gql, profile_pause, spawn_autos, wait_ready, KEY, SECRET,
 };
 use autos::embedded::s3::EmbeddedS3;
 use axum::extract::{Path, State};
@@ -170,6 +170,7 @@ pub async fn run(admin: &str, count: usize) {
         &[("AUTOS_BIND", addr.clone())],
     );
     wait_ready(&addr).await;
+    authorize(&db).await;
     let mut work = spawn_autos(
         &autos_binary(),
         "work",
