@@ -68,3 +68,27 @@ ensure_chromium() {
   apt_install chromium && [ -x /usr/bin/chromium ] && return 0
   die "the browser test needs Chromium (Debian/Ubuntu: sudo apt-get install chromium), or AUTOS_TEST_CHROMIUM pointing at one."
 }
+
+# Node.js and the npm packages of the GraphQL over HTTP audit (tests/graphql_http.rs runs
+# tests/graphql-http/audit.mjs with graphql-http's serverAudits): `npm ci` from the lock file
+# when node_modules is missing or older than package-lock.json.
+ensure_node_audit() {
+  local dir="${1:-tests/graphql-http}"
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "Node.js is not installed; installing it (nodejs, npm) for the GraphQL over HTTP audit"
+    apt_install nodejs npm || true
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+      || die "the GraphQL over HTTP audit needs Node.js 18 or later and npm (Debian/Ubuntu: sudo apt-get install nodejs npm; macOS: brew install node)."
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$major" -ge 18 ] 2>/dev/null \
+    || die "the GraphQL over HTTP audit needs Node.js 18 or later (it uses fetch); this is $(node --version 2>/dev/null || echo 'an unknown version')."
+  # npm writes node_modules/.package-lock.json on every install: it is as new as the install.
+  local lock="$dir/package-lock.json" installed="$dir/node_modules/.package-lock.json"
+  [ -f "$lock" ] || die "$lock is missing"
+  if [ -f "$installed" ] && [ ! "$lock" -nt "$installed" ]; then return 0; fi
+  say "installing the GraphQL over HTTP audit's npm packages in $dir (npm ci)"
+  (cd "$dir" && npm ci --no-audit --no-fund) \
+    || die "npm ci failed in $dir: the audit's packages come from the npm registry (https://registry.npmjs.org); check this machine reaches it, or its npm proxy settings."
+}

@@ -303,6 +303,11 @@ impl Application {
         };
         let source = Source::new(SourceConfig {
             token: config.source_token.clone(),
+            allowed_hosts: crate::net::HostPattern::parse_list(&config.source_allowed_hosts)
+                .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_ALLOWED_HOSTS: {e}"))?,
+            allow_private: config.source_allow_private,
+            concurrency: config.source_concurrency,
+            not_found_ttl: Duration::from_secs(config.source_not_found_ttl_secs),
             ..SourceConfig::new(source_url)
         })
         .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_URL: {e}"))?;
@@ -319,6 +324,7 @@ impl Application {
             settler: jobs::settler::Settler::start(pool.clone()),
             cancellations: jobs::cancellations::Cancellations::default(),
             public_url: String::new(),
+            test_receiver: config.test_receiver(),
             webhooks,
             webhook_policy,
             pool: pool.clone(),
@@ -335,6 +341,8 @@ impl Application {
                 audit_retention: Duration::from_secs(
                     u64::from(config.audit_retention_days) * 24 * 3600,
                 ),
+                tenant_max_active_jobs: config.tenant_max_active_jobs,
+                max_documents_per_process: config.max_documents_per_process,
             },
         };
         let (shutdown, stop) = watch::channel(false);
@@ -416,9 +424,17 @@ impl Application {
                 receiver: receiver.clone(),
                 auth: auth.clone(),
             }));
+            let rate =
+                crate::limits::RateLimiter::start(pool.clone(), config.rate_limit, stop.clone());
+            let limits = crate::limits::Limits::new(&schema.sdl(), config.max_query_cost, rate);
             let state = HttpState {
                 subscriptions: graphql::multiplex::Multiplexed::new(schema.clone()),
                 schema,
+                limits,
+                max_body_bytes: config.max_body_bytes,
+                request_timeout: Duration::from_secs(config.request_timeout_secs),
+                ws_max_subscriptions: config.ws_max_subscriptions as usize,
+                ws_ping: Duration::from_secs(config.ws_ping_secs),
                 services: services.clone(),
                 receiver,
                 auth: auth.clone(),
@@ -426,21 +442,7 @@ impl Application {
                 trust_forwarded: config.trust_forwarded,
             };
             let app = http::router(state);
-            let mut stop = stop.clone();
-            let server = tokio::spawn(async move {
-                use axum::serve::ListenerExt;
-                // Small messages (GraphQL over WebSocket) go out at once, not after Nagle's wait.
-                let listener = listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                let app = app.into_make_service_with_connect_info::<SocketAddr>();
-                let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                });
-                if let Err(err) = serving.await {
-                    tracing::error!(error = %err, "HTTP server failed");
-                }
-            });
+            let server = tokio::spawn(http::serve::serve(listener, app, stop.clone()));
             let public = &services.public_url;
             tracing::info!(%addr, "listening: progress page {public}/ , GraphiQL {public}/graphql");
             if mode == AuthMode::Off {

@@ -61,7 +61,7 @@ pub enum KeyCommand {
         /// Days until it stops working by itself.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36_500))]
         expires_in_days: Option<u32>,
-        /// Points per minute for this key (kept with the key; not enforced yet).
+        /// Points per minute for this key, instead of AUTOS_RATE_LIMIT.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000_000))]
         rate_limit: Option<u32>,
     },
@@ -275,6 +275,75 @@ pub struct Config {
     /// one the trusted proxy in front of autos added). Only behind such a proxy.
     #[arg(long, env = "AUTOS_TRUST_FORWARDED", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub trust_forwarded: bool,
+
+    /// Largest request body accepted (413 beyond, the rest not read).
+    #[arg(long, env = "AUTOS_MAX_BODY_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..), global = true)]
+    pub max_body_bytes: u64,
+
+    /// Highest cost of one GraphQL operation (QUERY_TOO_COMPLEX beyond, nothing run).
+    #[arg(long, env = "AUTOS_MAX_QUERY_COST", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub max_query_cost: u64,
+
+    /// Points per minute each key may spend (a key's own `--rate-limit` wins); 0 turns rate
+    /// limiting off. (The one setting that is not a flag of the subcommands: `autos key
+    /// create` has a `--rate-limit` of its own; give this one before the subcommand.)
+    #[arg(long, env = "AUTOS_RATE_LIMIT", default_value_t = 100_000)]
+    pub rate_limit: u64,
+
+    /// QUEUED or RUNNING jobs a tenant may have at once (QUOTA_EXCEEDED beyond).
+    #[arg(long, env = "AUTOS_TENANT_MAX_ACTIVE_JOBS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub tenant_max_active_jobs: u32,
+
+    /// Documents a process may have (PROCESS_TOO_LARGE beyond, no job created).
+    #[arg(long, env = "AUTOS_MAX_DOCUMENTS_PER_PROCESS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_documents_per_process: u32,
+
+    /// Requests to the court source at once, per process.
+    #[arg(long, env = "AUTOS_SOURCE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024), global = true)]
+    pub source_concurrency: u32,
+
+    /// How long a number the source does not know is remembered (not asked again meanwhile).
+    #[arg(
+        long,
+        env = "AUTOS_SOURCE_NOT_FOUND_TTL_SECS",
+        default_value_t = 300,
+        global = true
+    )]
+    pub source_not_found_ttl_secs: u64,
+
+    /// Hosts other than the source's own that documents may come from (comma-separated,
+    /// `*.example.com` covers subdomains).
+    #[arg(
+        long,
+        env = "AUTOS_SOURCE_ALLOWED_HOSTS",
+        default_value = "",
+        global = true
+    )]
+    pub source_allowed_hosts: String,
+
+    /// Allow documents from hosts (other than the source's own) on private, loopback and
+    /// link-local addresses.
+    #[arg(long, env = "AUTOS_SOURCE_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub source_allow_private: bool,
+
+    /// Longest a request may run (then it is answered with an error).
+    #[arg(long, env = "AUTOS_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub request_timeout_secs: u64,
+
+    /// Operations at once on one WebSocket connection.
+    #[arg(long, env = "AUTOS_WS_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub ws_max_subscriptions: u32,
+
+    /// Seconds between pings to an idle WebSocket connection (one silent for three of them
+    /// is closed).
+    #[arg(long, env = "AUTOS_WS_PING_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub ws_ping_secs: u64,
+
+    /// Serve the built-in webhook test receiver (`POST /webhooks/test-receiver`). Default: on
+    /// only while the embedded defaults are in use (no DATABASE_URL, AUTOS_S3_ENDPOINT,
+    /// AUTOS_SOURCE_URL).
+    #[arg(long, env = "AUTOS_TEST_RECEIVER", action = clap::ArgAction::Set, global = true)]
+    pub test_receiver: Option<bool>,
 }
 
 impl Config {
@@ -304,6 +373,14 @@ impl Config {
     /// Lifetime of presigned download URLs.
     pub fn presign_ttl(&self) -> Duration {
         Duration::from_secs(self.presign_ttl_secs)
+    }
+
+    /// Whether the built-in webhook test receiver runs: as set, else only while the
+    /// embedded defaults are in use.
+    pub fn test_receiver(&self) -> bool {
+        self.test_receiver.unwrap_or(
+            self.database_url.is_none() && self.s3_endpoint.is_none() && self.source_url.is_none(),
+        )
     }
 
     /// The browser origins allowed besides the public URL's, normalized

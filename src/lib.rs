@@ -21,6 +21,10 @@ pub mod graphql;
 pub mod http;
 /// Download jobs: starting, cancelling, retrying, and the batch task that transfers documents.
 pub mod jobs;
+/// Limits: what one operation may cost, and how fast a key may spend.
+pub mod limits;
+/// Outbound connections to hosts named by others: allowlists, public addresses, resolving.
+pub mod net;
 /// Live progress: LISTEN/NOTIFY fanned out to subscribers.
 pub mod progress;
 /// The PostgreSQL task queue (fang's tasks on our pool) and its workers.

@@ -239,7 +239,11 @@ async fn a_document_that_always_fails_ends_the_job_with_errors() {
     let d2 = doc(&job, "d2");
     assert_eq!(d2["status"], "FAILED");
     assert_eq!(d2["attempts"], 3, "every attempt used: {d2:#}");
-    assert!(text(&d2["lastError"]).contains("500"), "{d2:#}");
+    assert_eq!(
+        text(&d2["lastError"]),
+        "the source answered 500 (after 3 attempts)",
+        "{d2:#}"
+    );
     assert!(d2["storageKey"].is_null());
     assert!(d2["downloadUrl"].is_null());
     assert_eq!(app.court.gets(&n, "d2"), 3);
@@ -303,11 +307,12 @@ async fn one_batch_with_every_kind_of_ending_writes_each_documents_own() {
     let d2 = doc(&job, "d2");
     assert_eq!(d2["status"], "FAILED", "{d2:#}");
     assert_eq!(d2["attempts"], 1, "a 404 is not retried: {d2:#}");
-    assert!(text(&d2["lastError"]).contains("404"), "{d2:#}");
+    assert_eq!(text(&d2["lastError"]), "the source answered 404", "{d2:#}");
     let d5 = doc(&job, "d5");
     assert_eq!(d5["status"], "FAILED", "{d5:#}");
-    assert!(
-        text(&d5["lastError"]).contains("larger than the limit"),
+    assert_eq!(
+        text(&d5["lastError"]),
+        "the document is larger than AUTOS_MAX_DOCUMENT_BYTES",
         "{d5:#}"
     );
     for d in [&d2, &d5] {
@@ -347,7 +352,14 @@ async fn a_job_whose_documents_all_fail_is_failed_with_an_error() {
     );
     assert_eq!(doc(&job, "d1")["attempts"], 3);
     assert_eq!(doc(&job, "d2")["attempts"], 1, "404 is not retried");
-    assert!(text(&doc(&job, "d2")["lastError"]).contains("404"));
+    assert_eq!(
+        text(&doc(&job, "d2")["lastError"]),
+        "the source answered 404"
+    );
+    assert_eq!(
+        text(&doc(&job, "d1")["lastError"]),
+        "the source answered 500 (after 3 attempts)"
+    );
     assert_eq!(app.court.gets(&n, "d2"), 1);
     assert!(app.keys().await.is_empty());
     app.stop().await;
@@ -375,10 +387,10 @@ async fn a_checksum_mismatch_fails_the_document_and_stores_nothing() {
         let d = doc(&job, source_id);
         assert_eq!(d["status"], "FAILED", "{d:#}");
         assert_eq!(d["attempts"], 3, "{d:#}");
-        let error = text(&d["lastError"]);
-        assert!(
-            error.contains("SHA-256") || error.to_lowercase().contains("checksum"),
-            "{error}"
+        assert_eq!(
+            text(&d["lastError"]),
+            "the document's SHA-256 differs from the announced one (after 3 attempts)",
+            "{d:#}"
         );
         assert!(d["storageKey"].is_null());
         assert_eq!(app.court.gets(&n, source_id), 3);
@@ -441,8 +453,9 @@ async fn a_broken_connection_is_retried_and_a_short_body_fails() {
         let d = doc(&job, source_id);
         assert_eq!(d["status"], "FAILED", "{d:#}");
         assert_eq!(d["attempts"], 3, "a short body is a failed attempt: {d:#}");
-        assert!(
-            text(&d["lastError"]).contains("announced"),
+        assert_eq!(
+            text(&d["lastError"]),
+            "the document's size differs from the announced size (after 3 attempts)",
             "the error names the mismatch: {d:#}"
         );
         assert!(d["storageKey"].is_null());
@@ -521,10 +534,10 @@ async fn documents_over_the_size_cap_fail_at_once() {
         let d = doc(&job, source_id);
         assert_eq!(d["status"], "FAILED", "{d:#}");
         assert_eq!(d["attempts"], 1, "no retry can shrink it: {d:#}");
-        let error = text(&d["lastError"]);
-        assert!(
-            error.contains("larger than the limit") && error.contains("1000"),
-            "{source_id}: {error}"
+        assert_eq!(
+            text(&d["lastError"]),
+            "the document is larger than AUTOS_MAX_DOCUMENT_BYTES",
+            "{source_id}"
         );
         assert!(d["storageKey"].is_null());
         assert!(keys_of(&app, &n, source_id).await.is_empty(), "{source_id}");
@@ -810,7 +823,11 @@ async fn a_hanging_transfer_times_out_and_is_retried() {
     let d2 = doc(&job, "d2");
     assert_eq!(d2["status"], "FAILED", "{d2:#}");
     assert_eq!(d2["attempts"], 3);
-    assert!(text(&d2["lastError"]).contains("timed out"), "{d2:#}");
+    assert_eq!(
+        text(&d2["lastError"]),
+        "the transfer timed out (after 3 attempts)",
+        "{d2:#}"
+    );
     assert_eq!(app.court.gets(&n, "d2"), 3);
     assert!(keys_of(&app, &n, "d2").await.is_empty());
     app.stop().await;
@@ -1370,8 +1387,12 @@ async fn an_upload_left_by_a_worker_that_died_is_aborted_and_the_document_stored
         ..Options::default()
     };
     let app = TestApp::spawn_with(court, options).await;
+    // Leases of 3 s, not less: on a loaded machine a heartbeat (every quarter lease) can come
+    // late enough for a shorter one to run out under a live worker, which then fetches its
+    // document again; and the doomed process's own sweeper stays out of the way.
     let mut doomed = autos_process("work", &app.db, &app.s3, &app.court, free_port())
-        .env("AUTOS_LEASE_MS", "1000")
+        .env("AUTOS_LEASE_MS", "3000")
+        .env("AUTOS_SWEEP_INTERVAL_MS", "600000")
         .spawn()
         .expect("spawn autos work");
     let id = job_id(&app.start(&n, false).await);
@@ -1393,7 +1414,7 @@ async fn an_upload_left_by_a_worker_that_died_is_aborted_and_the_document_stored
     let sweeper = app
         .another(Options {
             role: Role::WORK,
-            lease_ms: 1000,
+            lease_ms: 3000,
             sweep_ms: 100,
             ..Options::default()
         })

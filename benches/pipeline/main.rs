@@ -864,6 +864,7 @@ async fn memory(admin: &str, size: usize) {
     );
 }
 
+mod requests;
 mod subscribers;
 
 fn main() {
@@ -903,6 +904,16 @@ fn main() {
         }
         if matches!(which, "all" | "memory") {
             memory(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
+        }
+        if matches!(which, "all" | "requests") {
+            requests::run(
+                &admin,
+                env_usize("BENCH_ROUNDS", 3),
+                env_usize("BENCH_CONNECTIONS", 32),
+                env_usize("BENCH_SECONDS", 5) as u64,
+                env_usize("BENCH_SOCKETS", 5000),
+            )
+            .await;
         }
     });
 }

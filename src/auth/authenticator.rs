@@ -121,6 +121,7 @@ impl Authenticator {
                     scopes: vec![Scope::Admin],
                     credential: Credential::Open,
                     expires_at: None,
+                    rate_limit: None,
                 })
             }
         };
@@ -195,6 +196,7 @@ impl Authenticator {
                 issuer: claims.key,
             },
             expires_at: DateTime::from_timestamp(claims.exp, 0),
+            rate_limit: issuer.rate_limit.and_then(|r| u64::try_from(r).ok()),
         })
     }
 
@@ -408,6 +410,7 @@ pub fn principal_of(row: &KeyRow) -> Principal {
         scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
         credential: Credential::Key { id: row.id.clone() },
         expires_at: row.expires_at,
+        rate_limit: row.rate_limit.and_then(|r| u64::try_from(r).ok()),
     }
 }
 

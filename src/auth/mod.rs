@@ -108,6 +108,9 @@ pub struct Principal {
     pub credential: Credential,
     /// When the credential stops working.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Points per minute of the key (or of the key that issued a token), when not the
+    /// deployment's default.
+    pub rate_limit: Option<u64>,
 }
 
 impl Principal {
@@ -144,6 +147,17 @@ impl Principal {
         Visibility {
             tenant: (!self.all_tenants()).then_some(self.tenant_id),
             job: self.token_job(),
+        }
+    }
+
+    /// The rate limit budget this caller spends: its key's; a progress token has one of its
+    /// own (so that browsers cannot spend their backend's); without access control, one for
+    /// everybody.
+    pub fn budget(&self) -> String {
+        match &self.credential {
+            Credential::Key { id } => id.clone(),
+            Credential::Token { job, issuer } => format!("{issuer}:token:{job}"),
+            Credential::Open => "open".to_string(),
         }
     }
 
@@ -207,6 +221,7 @@ mod tests {
             scopes: scopes.to_vec(),
             credential,
             expires_at: None,
+            rate_limit: None,
         }
     }
 

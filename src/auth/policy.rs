@@ -125,6 +125,7 @@ mod tests {
             scopes: scopes.to_vec(),
             credential: Credential::Key { id: "k".into() },
             expires_at: None,
+            rate_limit: None,
         }
     }
 

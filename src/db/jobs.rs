@@ -507,6 +507,17 @@ pub async fn reopen_failed(
     Ok((reopened, ids))
 }
 
+/// How many QUEUED or RUNNING jobs a tenant has.
+pub async fn count_active(db: impl PgExecutor<'_>, tenant_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM download_jobs
+         WHERE tenant_id = $1 AND status IN ('QUEUED', 'RUNNING')",
+    )
+    .bind(tenant_id)
+    .fetch_one(db)
+    .await
+}
+
 /// Active jobs with no open document left (a safety net: normally the last transition ends them).
 pub async fn settled_but_active(db: impl PgExecutor<'_>) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(

@@ -131,6 +131,17 @@ pub async fn rotate_secret(
     .await
 }
 
+/// Locks the tenant's row until the caller's transaction ends, so that the decisions that
+/// count its jobs (its quota of active ones) are made one at a time. `NO KEY UPDATE`: rows
+/// that merely reference the tenant can still be written meanwhile.
+pub async fn lock(conn: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::valid_slug;

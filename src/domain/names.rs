@@ -1,10 +1,12 @@
 //! Storage names: S3 keys and download file names built from untrusted upstream ids and names.
 //!
-//! Keys are laid out as `processos/{number}/documentos/{source document id}/{file name}`.
+//! Keys are laid out as `processos/{number}/documentos/{source document id}/{file name}`; an id
+//! that sanitizing changes gets a short hash of itself in its segment, so ids never share a key.
 
 use std::borrow::Cow;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sha2::{Digest as _, Sha256};
 
 use super::cnj::ProcessNumber;
 
@@ -14,6 +16,9 @@ pub const MAX_SEGMENT_BYTES: usize = 255;
 
 /// Returned instead of a segment that would otherwise be empty, `.` or `..`.
 pub const FALLBACK_SEGMENT: &str = "_";
+
+/// Hex digits of SHA-256 added to an id segment that sanitizing changed (64 bits).
+pub const ID_HASH_HEX: usize = 16;
 
 /// Extensions longer than this (dot included) are treated as part of the name when
 /// truncating; otherwise a name like `Ata da audiência. Juiz ...` would keep a 200-byte
@@ -58,18 +63,48 @@ pub fn sanitize_segment(raw: &str) -> String {
     }
 }
 
-/// The S3 key of a document's file: `processos/{number}/documentos/{source_id}/{name}`,
-/// with `source_id` and `name` passed through [`sanitize_segment`].
+/// The S3 key of a document's file: `processos/{number}/documentos/{id segment}/{name}`,
+/// with the id passed through [`id_segment`] and the name through [`sanitize_segment`].
 ///
-/// Different raw ids can sanitize to the same segment (`a/b` and `a_b`); callers that must
-/// keep them apart should make ids unique before calling.
+/// Distinct ids never share a key (within a process; the number keeps processes apart).
 pub fn storage_key(number: &ProcessNumber, source_id: &str, name: &str) -> String {
     format!(
         "processos/{}/documentos/{}/{}",
         number.as_str(),
-        sanitize_segment(source_id),
+        id_segment(source_id),
         sanitize_segment(name)
     )
+}
+
+/// The key segment of a source document id: the id itself when [`sanitize_segment`] leaves it
+/// as it is, else the sanitized id (cut shorter if need be) followed by `~` and
+/// [`ID_HASH_HEX`] hex digits of the original id's SHA-256, so that ids which sanitize alike
+/// (`a/b` and `a_b`, `..` and `.`, ids sharing their first 255 bytes) keep apart.
+///
+/// An id that is already clean but ends the way a hashed segment does (`~` and that many
+/// lowercase hex digits) is hashed too: otherwise a court could name a document after another
+/// one's segment. Every other clean id keeps the segment it always had, and so its stored key.
+pub fn id_segment(raw: &str) -> String {
+    let clean = sanitize_segment(raw);
+    if clean == raw && !looks_hashed(raw) {
+        return clean;
+    }
+    let digest = Sha256::digest(raw.as_bytes());
+    let hash = &hex::encode(digest)[..ID_HASH_HEX];
+    let room = MAX_SEGMENT_BYTES - ID_HASH_HEX - 1;
+    let stem = clean[..clean.floor_char_boundary(room)].trim_end();
+    format!("{stem}~{hash}")
+}
+
+/// Whether `segment` ends as a hashed id segment does: `~` and [`ID_HASH_HEX`] lowercase hex
+/// digits.
+fn looks_hashed(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    bytes.len() > ID_HASH_HEX
+        && bytes[bytes.len() - ID_HASH_HEX - 1] == b'~'
+        && bytes[bytes.len() - ID_HASH_HEX..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// A `Content-Disposition` header value offering `name` as a download.
@@ -155,235 +190,5 @@ fn ascii_fallback(c: char) -> Option<char> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn number() -> ProcessNumber {
-        ProcessNumber::parse("1500345-31.2017.8.26.0248").unwrap()
-    }
-
-    fn assert_safe_segment(s: &str) {
-        assert!(!s.is_empty());
-        assert!(s.len() <= MAX_SEGMENT_BYTES, "{} bytes", s.len());
-        assert!(!s.contains('/') && !s.contains('\\'), "{s:?}");
-        assert!(!s.chars().any(char::is_control), "{s:?}");
-        assert!(s != "." && s != "..", "{s:?}");
-        assert_eq!(s, s.trim(), "{s:?}");
-    }
-
-    fn assert_header_safe(header: &str) {
-        assert!(
-            header.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
-            "{header:?}"
-        );
-    }
-
-    /// The value of the quoted `filename` parameter.
-    fn fallback_of(header: &str) -> &str {
-        let start = header.find("filename=\"").unwrap() + "filename=\"".len();
-        let end = header.find("\"; filename*=").unwrap();
-        &header[start..end]
-    }
-
-    #[test]
-    fn path_traversal_is_neutralised() {
-        let s = sanitize_segment("../../etc/passwd");
-        assert_eq!(s, ".._.._etc_passwd");
-        assert_safe_segment(&s);
-        assert_eq!(sanitize_segment(".."), FALLBACK_SEGMENT);
-        assert_eq!(sanitize_segment("."), FALLBACK_SEGMENT);
-        assert_eq!(sanitize_segment("..."), FALLBACK_SEGMENT);
-        assert_eq!(sanitize_segment(" .. "), FALLBACK_SEGMENT);
-    }
-
-    #[test]
-    fn slashes_and_backslashes_are_replaced() {
-        assert_eq!(sanitize_segment("a/b/c.pdf"), "a_b_c.pdf");
-        assert_eq!(
-            sanitize_segment("..\\..\\windows\\win.ini"),
-            ".._.._windows_win.ini"
-        );
-        assert_eq!(sanitize_segment("/"), "_");
-        assert_eq!(sanitize_segment("/leading"), "_leading");
-    }
-
-    #[test]
-    fn accents_and_spaces_are_kept() {
-        assert_eq!(
-            sanitize_segment("Petição inicial.pdf"),
-            "Petição inicial.pdf"
-        );
-        assert_eq!(
-            sanitize_segment("Decisão  –  nº 2 (cópia).pdf"),
-            "Decisão  –  nº 2 (cópia).pdf"
-        );
-        assert_eq!(sanitize_segment(".hidden"), ".hidden");
-    }
-
-    #[test]
-    fn control_characters_are_replaced() {
-        assert_eq!(sanitize_segment("a\u{0}b\nc.pdf"), "a_b_c.pdf");
-        assert_eq!(sanitize_segment("a\u{7F}b\u{85}c\u{9F}d"), "a_b_c_d");
-        assert_eq!(sanitize_segment("a\rb\tc"), "a_b_c");
-        assert_eq!(sanitize_segment("fatura\u{202E}fdp.exe"), "fatura_fdp.exe");
-        assert_safe_segment(&sanitize_segment("\u{1}\u{2}\u{3}"));
-    }
-
-    #[test]
-    fn surrounding_whitespace_is_trimmed() {
-        assert_eq!(
-            sanitize_segment("  Petição inicial.pdf \n"),
-            "Petição inicial.pdf"
-        );
-        assert_eq!(sanitize_segment("\u{A0}doc\u{3000}"), "doc");
-    }
-
-    #[test]
-    fn empty_and_blank_become_the_fallback() {
-        for raw in ["", " ", "\t\n\r ", "\u{A0}"] {
-            assert_eq!(sanitize_segment(raw), FALLBACK_SEGMENT, "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn long_ascii_name_is_truncated_keeping_extension() {
-        let raw = format!("{}.pdf", "a".repeat(296));
-        assert_eq!(raw.len(), 300);
-        let s = sanitize_segment(&raw);
-        assert_eq!(s.len(), MAX_SEGMENT_BYTES);
-        assert!(s.ends_with(".pdf"), "{s}");
-        assert!(s.starts_with("aaaa"));
-        assert_safe_segment(&s);
-    }
-
-    #[test]
-    fn long_multibyte_name_is_truncated_on_a_char_boundary() {
-        // 'ç' is 2 bytes and '€' 3, so 255 falls inside a character for both.
-        for (unit, extension) in [("ç", ".pdf"), ("€", ".html"), ("ção", "")] {
-            let mut raw = unit.repeat(300);
-            raw.push_str(extension);
-            assert!(raw.len() >= 300);
-            let s = sanitize_segment(&raw);
-            assert!(s.len() <= MAX_SEGMENT_BYTES);
-            assert!(s.len() > MAX_SEGMENT_BYTES - 4, "{} bytes", s.len());
-            assert!(s.ends_with(extension), "{s}");
-            assert!(s.starts_with(unit));
-            assert_safe_segment(&s);
-        }
-    }
-
-    #[test]
-    fn long_extension_is_not_kept() {
-        let raw = format!("nome.{}", "x".repeat(300));
-        let s = sanitize_segment(&raw);
-        assert_eq!(s.len(), MAX_SEGMENT_BYTES);
-        assert!(s.starts_with("nome."));
-    }
-
-    #[test]
-    fn truncation_does_not_leave_trailing_whitespace() {
-        let raw = format!("{} {}.pdf", "a".repeat(250), "b".repeat(50));
-        let s = sanitize_segment(&raw);
-        assert_eq!(s, format!("{}.pdf", "a".repeat(250)));
-        assert_safe_segment(&s);
-    }
-
-    #[test]
-    fn storage_key_uses_the_layout() {
-        assert_eq!(
-            storage_key(&number(), "doc-42", "Petição inicial.pdf"),
-            "processos/1500345-31.2017.8.26.0248/documentos/doc-42/Petição inicial.pdf"
-        );
-    }
-
-    #[test]
-    fn storage_key_keeps_hostile_input_in_its_segments() {
-        let key = storage_key(&number(), "../..", "../../etc/passwd");
-        assert_eq!(
-            key,
-            "processos/1500345-31.2017.8.26.0248/documentos/.._../.._.._etc_passwd"
-        );
-        let segments: Vec<&str> = key.split('/').collect();
-        assert_eq!(segments.len(), 5);
-        assert!(segments
-            .iter()
-            .all(|s| !s.is_empty() && *s != "." && *s != ".."));
-
-        let key = storage_key(&number(), "..", " \n");
-        assert!(key.ends_with("/documentos/_/_"), "{key}");
-    }
-
-    #[test]
-    fn content_disposition_for_plain_ascii() {
-        assert_eq!(
-            content_disposition("decisao.pdf"),
-            "attachment; filename=\"decisao.pdf\"; filename*=UTF-8''decisao.pdf"
-        );
-    }
-
-    #[test]
-    fn content_disposition_transliterates_accents_and_encodes_utf8() {
-        let header = content_disposition("Petição inicial.pdf");
-        assert_eq!(
-            header,
-            "attachment; filename=\"Peticao inicial.pdf\"; \
-             filename*=UTF-8''Peti%C3%A7%C3%A3o%20inicial.pdf"
-        );
-        assert_header_safe(&header);
-        assert_eq!(
-            fallback_of(&content_disposition("AÇÃO Nº 1 – Réu.pdf")),
-            "ACAO No 1 - Reu.pdf"
-        );
-        // Decomposed form: base letters plus combining marks.
-        assert_eq!(
-            fallback_of(&content_disposition("Petic\u{327}a\u{303}o.pdf")),
-            "Peticao.pdf"
-        );
-        assert_eq!(fallback_of(&content_disposition("契約.pdf")), "__.pdf");
-    }
-
-    #[test]
-    fn content_disposition_escapes_quotes_and_backslashes() {
-        let header = content_disposition("a \"quoted\" name\\x.pdf");
-        assert_header_safe(&header);
-        assert_eq!(fallback_of(&header), "a 'quoted' name_x.pdf");
-        assert!(header.ends_with("filename*=UTF-8''a%20%22quoted%22%20name_x.pdf"));
-        assert_eq!(fallback_of(&content_disposition("100%.pdf")), "100_.pdf");
-    }
-
-    #[test]
-    fn content_disposition_never_carries_line_breaks_or_controls() {
-        for name in [
-            "a\r\nSet-Cookie: x=y.pdf",
-            "\n",
-            "a\u{0}b\u{7F}c\u{85}d",
-            "",
-            "  ",
-            "..",
-            "\"",
-            "\u{202E}",
-        ] {
-            let header = content_disposition(name);
-            assert_header_safe(&header);
-            assert!(header.starts_with("attachment; filename=\""), "{header}");
-            assert!(!fallback_of(&header).is_empty(), "{header}");
-            assert!(!fallback_of(&header).contains('"'), "{header}");
-        }
-        assert_eq!(
-            fallback_of(&content_disposition("a\r\nSet-Cookie: x=y.pdf")),
-            "a__Set-Cookie: x=y.pdf"
-        );
-    }
-
-    #[test]
-    fn content_disposition_filename_star_round_trips() {
-        let name = "Decisão; “final” (1) 100%.pdf";
-        let header = content_disposition(name);
-        assert_header_safe(&header);
-        let encoded = header.split("filename*=UTF-8''").nth(1).unwrap();
-        let decoded = percent_encoding::percent_decode_str(encoded)
-            .decode_utf8()
-            .unwrap();
-        assert_eq!(decoded, name);
-    }
-}
+#[path = "names_tests.rs"]
+mod tests;

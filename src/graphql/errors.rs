@@ -22,6 +22,16 @@ pub mod code {
     pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
     /// The credential does not allow this field.
     pub const FORBIDDEN: &str = "FORBIDDEN";
+    /// Over the key's rate limit.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
+    /// The operation costs more than one request may.
+    pub const QUERY_TOO_COMPLEX: &str = "QUERY_TOO_COMPLEX";
+    /// The tenant has as many active jobs as it may.
+    pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
+    /// The process has more documents than a job may cover.
+    pub const PROCESS_TOO_LARGE: &str = "PROCESS_TOO_LARGE";
+    /// The request ran longer than allowed.
+    pub const TIMEOUT: &str = "TIMEOUT";
     /// Malformed request.
     pub const BAD_REQUEST: &str = "BAD_REQUEST";
     /// Anything else.
@@ -52,7 +62,9 @@ pub fn job_error(err: JobError) -> Error {
             JobError::ProcessNotFound(_) => code::PROCESS_NOT_FOUND,
             JobError::JobNotFound(_) => code::JOB_NOT_FOUND,
             JobError::InvalidWebhookUrl(_) => code::INVALID_WEBHOOK_URL,
-            JobError::SourceUnavailable(_) => code::SOURCE_UNAVAILABLE,
+            JobError::SourceUnavailable => code::SOURCE_UNAVAILABLE,
+            JobError::QuotaExceeded { .. } => code::QUOTA_EXCEEDED,
+            JobError::ProcessTooLarge { .. } => code::PROCESS_TOO_LARGE,
             JobError::InvalidState(_) => code::INVALID_STATE,
             JobError::Internal(_) => code::INTERNAL,
         };

@@ -1,6 +1,6 @@
 //! GraphQL object types, resolved from database rows through the request's loaders.
 
-use super::errors::{internal, load_error};
+use super::errors::{client_error, code, internal, load_error};
 use super::loaders::Loaders;
 use crate::db::{DocumentRow, JobRow, ProcessRow};
 use crate::domain::status::{DocumentStatus, JobStatus};
@@ -29,15 +29,21 @@ impl Process {
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
     }
-    /// Documents the source lists, in its order, each with its current status.
-    async fn documents(&self, ctx: &Context<'_>) -> Result<Vec<Document>> {
+    /// Documents the source lists, in its order, each with its current status: a page of
+    /// `first` (at most 1,000) after the document `after`.
+    async fn documents(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1000, desc = "Page size, 1 to 1,000.")] first: Option<i32>,
+        #[graphql(desc = "Id of the last document of the previous page.")] after: Option<String>,
+    ) -> Result<Vec<Document>> {
         let rows = ctx
             .data_unchecked::<Loaders>()
             .process_documents
             .load_one(self.0.id)
             .await
             .map_err(load_error)?;
-        Ok(rows.unwrap_or_default().into_iter().map(Document).collect())
+        page(rows.unwrap_or_default(), first, after)
     }
     /// The newest download job of this process.
     async fn latest_job(&self, ctx: &Context<'_>) -> Result<Option<DownloadJob>> {
@@ -129,15 +135,21 @@ impl DownloadJob {
     async fn counts(&self) -> DocumentCounts {
         counts(&self.0)
     }
-    /// The documents, in the source's order.
-    async fn documents(&self, ctx: &Context<'_>) -> Result<Vec<Document>> {
+    /// The documents, in the source's order: a page of `first` (at most 1,000) after the
+    /// document `after`.
+    async fn documents(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1000, desc = "Page size, 1 to 1,000.")] first: Option<i32>,
+        #[graphql(desc = "Id of the last document of the previous page.")] after: Option<String>,
+    ) -> Result<Vec<Document>> {
         let rows = ctx
             .data_unchecked::<Loaders>()
             .job_documents
             .load_one(self.0.id)
             .await
             .map_err(load_error)?;
-        Ok(rows.unwrap_or_default().into_iter().map(Document).collect())
+        page(rows.unwrap_or_default(), first, after)
     }
     /// Created.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -192,6 +204,45 @@ impl DownloadJob {
     async fn forced(&self) -> bool {
         self.0.forced
     }
+}
+
+/// Largest page of `documents`.
+pub const MAX_DOCUMENTS_PAGE: i32 = 1000;
+
+/// A page of documents: `first` of them after the one with id `after`.
+fn page(
+    rows: Vec<DocumentRow>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Vec<Document>> {
+    let first = first.unwrap_or(MAX_DOCUMENTS_PAGE);
+    if !(1..=MAX_DOCUMENTS_PAGE).contains(&first) {
+        return Err(client_error(
+            code::BAD_REQUEST,
+            format!("`first` must be between 1 and {MAX_DOCUMENTS_PAGE}, got {first}"),
+        ));
+    }
+    let start = match after {
+        None => 0,
+        Some(after) => {
+            let position = rows
+                .iter()
+                .position(|d| d.id.to_string() == after.trim())
+                .ok_or_else(|| {
+                    client_error(
+                        code::BAD_REQUEST,
+                        format!("`after` is not one of these documents: {after}"),
+                    )
+                })?;
+            position + 1
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .skip(start)
+        .take(first as usize)
+        .map(Document)
+        .collect())
 }
 
 /// Counts of a job row.

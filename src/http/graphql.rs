@@ -1,70 +1,53 @@
-//! `/graphql`: GraphQL over HTTP (`POST`), GraphiQL (`GET`), and GraphQL over WebSocket
-//! (`GET` with an upgrade; `graphql-transport-ws` or the legacy `graphql-ws`).
+//! `/graphql` over HTTP: `POST` runs any operation, `GET` runs queries (from its query string),
+//! serves GraphiQL, or upgrades to a WebSocket (see [`super::socket`]).
+//!
+//! Every request passes, in this order and before anything of it runs: the browser checks
+//! (its `Origin`), the media type (`POST` takes `application/json` only), authentication, the
+//! price of its operation (cost and depth) and the caller's rate limit.
 
+use super::respond::{self, Media};
+use super::socket::{self, Connection};
 use super::HttpState;
-use crate::auth::ClientAddr;
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, ClientAddr, Principal};
 use crate::graphql::errors::code;
-use crate::graphql::multiplex::Multiplexed;
 use crate::graphql::Loaders;
-use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
-use async_graphql_axum::GraphQLResponse;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use async_graphql::http::WebSocketProtocols;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
-use serde_json::json;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 /// GraphiQL, reading the key from the URL fragment (`/graphql#key=…`) or the browser's storage.
 const GRAPHIQL_HTML: &str = include_str!("../../playground/graphiql.html");
 
-/// Close code for a refused credential (graphql-transport-ws's "Forbidden").
-pub const CLOSE_FORBIDDEN: u16 = 4403;
-
-/// How often a WebSocket connection checks that its credential still holds (besides at once
-/// when keys change), so that a revoked or expired one is closed within a minute.
-const RECHECK: Duration = Duration::from_secs(30);
-
-/// How long a WebSocket may stay open without a `connection_init` (then: close 4408).
-const INIT_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Close code for a connection that did not initialise in time (graphql-transport-ws).
-pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
-
-/// A GraphQL-over-HTTP error response with one error and its code.
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, axum::Json(body)).into_response()
-}
-
 /// The answer to a credential that is missing or refused: 401, `WWW-Authenticate: Bearer`.
-fn unauthenticated(err: &AuthError) -> Response {
+fn unauthenticated(err: &AuthError, media: Media) -> Response {
     if let AuthError::Unavailable(cause) = err {
         tracing::error!(error = %cause, "cannot check credentials");
-        return error(
+        return respond::error_as(
             StatusCode::SERVICE_UNAVAILABLE,
             code::INTERNAL,
             "cannot check credentials now; try again",
+            media,
         );
     }
     let challenge = match err {
         AuthError::Missing => "Bearer",
         _ => "Bearer error=\"invalid_token\"",
     };
-    let mut response = error(
+    let mut response = respond::error_as(
         StatusCode::UNAUTHORIZED,
         code::UNAUTHENTICATED,
         &err.to_string(),
+        media,
     );
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static(challenge),
+        HeaderValue::from_static(challenge),
     );
     response
 }
@@ -74,10 +57,18 @@ fn origin(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn refused_origin() -> Response {
-    error(
+    respond::error(
         StatusCode::FORBIDDEN,
         code::FORBIDDEN,
         "this web page's origin may not use autos (AUTOS_CORS_ORIGINS)",
+    )
+}
+
+fn not_acceptable() -> Response {
+    respond::error(
+        StatusCode::NOT_ACCEPTABLE,
+        code::BAD_REQUEST,
+        "answers are application/json or application/graphql-response+json",
     )
 }
 
@@ -90,54 +81,219 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
+async fn authenticate(
+    state: &HttpState,
+    headers: &HeaderMap,
+    media: Media,
+) -> Result<Principal, Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state
+        .auth
+        .authenticate(authorization)
+        .await
+        .map_err(|err| unauthenticated(&err, media))
+}
+
+/// Prices, charges and runs one operation for `principal`, within the request timeout.
+async fn run(
+    state: &HttpState,
+    principal: Principal,
+    client: ClientAddr,
+    request: async_graphql::Request,
+    media: Media,
+) -> Response {
+    let admitted = match state
+        .limits
+        .admit(
+            &principal,
+            &request.query,
+            request.operation_name.as_deref(),
+            &request.variables,
+        )
+        .await
+    {
+        Ok(admitted) => admitted,
+        Err(refused) => return respond::refusal(&refused, media),
+    };
+    let request = request
+        .data(Loaders::new(&state.services.pool, principal.visibility()))
+        .data(principal)
+        .data(client);
+    match tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await {
+        Ok(response) => respond::executed(response, media, Some(&admitted)),
+        Err(_) => {
+            tracing::warn!(timeout = ?state.request_timeout, "a request ran out of time");
+            let extensions = serde_json::json!({
+                "code": code::TIMEOUT,
+                "cost": respond::cost_extension(&admitted),
+            });
+            let mut response = respond::error_with(
+                StatusCode::SERVICE_UNAVAILABLE,
+                extensions,
+                &format!(
+                    "the request took longer than {} s (AUTOS_REQUEST_TIMEOUT_SECS)",
+                    state.request_timeout.as_secs()
+                ),
+                media,
+            );
+            if let Some(verdict) = &admitted.verdict {
+                respond::rate_headers(&mut response, verdict);
+            }
+            response
+        }
+    }
+}
+
 /// `POST /graphql`: checks where it comes from, that it is JSON (a page on the web can send
-/// other types without the browser asking first) and who sends it, then runs it.
+/// other types without the browser asking first), its size, who sends it and what it costs,
+/// then runs it.
 pub async fn post(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     if !state.origins.allows(origin(&headers)) {
         return refused_origin();
     }
     if !is_json(&headers) {
-        return error(
+        return respond::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code::BAD_REQUEST,
             "POST /graphql takes a JSON body with Content-Type: application/json",
         );
     }
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let principal = match state.auth.authenticate(authorization).await {
-        Ok(principal) => principal,
-        Err(err) => return unauthenticated(&err),
+    let Some(media) = respond::negotiate(&headers) else {
+        return not_acceptable();
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let principal = match authenticate(&state, &headers, media).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let body = match read_body(&headers, body, state.max_body_bytes, media).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let request = match serde_json::from_slice(&body)
+        .map_err(|err| format!("the body is not JSON: {err}"))
+        .and_then(request_of)
+    {
         Ok(request) => request,
-        Err(err) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                code::BAD_REQUEST,
-                &format!("the body is not a GraphQL request: {err}"),
-            )
-        }
+        Err(message) => return bad_request(&message, media),
     };
     let client = ClientAddr::of(peer, &headers, state.trust_forwarded);
-    let request = request
-        .data(Loaders::new(&state.services.pool, principal.visibility()))
-        .data(principal)
-        .data(client);
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    run(&state, principal, client, request, media).await
+}
+
+/// The body, at most `max` bytes: a larger one is refused with 413 from its announced length
+/// alone, or as soon as it passes the limit, without reading the rest.
+async fn read_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    max: u64,
+    media: Media,
+) -> Result<axum::body::Bytes, Response> {
+    let too_large = || {
+        respond::error_as(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::BAD_REQUEST,
+            &format!("the body is larger than {max} bytes (AUTOS_MAX_BODY_BYTES)"),
+            media,
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max as usize)
+        .await
+        .map_err(|_| too_large())
+}
+
+/// 400: the request is not a well-formed GraphQL-over-HTTP request; nothing ran.
+fn bad_request(message: &str, media: Media) -> Response {
+    respond::error_as(StatusCode::BAD_REQUEST, code::BAD_REQUEST, message, media)
+}
+
+/// The request that GraphQL-over-HTTP parameters (a POST body, or a GET query string made
+/// into JSON) describe, or why they describe none: `query` a string, `operationName` a
+/// string or null, `variables` and `extensions` maps or null. Other parameters are ignored.
+fn request_of(params: serde_json::Value) -> Result<async_graphql::Request, String> {
+    use serde_json::Value;
+    let Value::Object(mut params) = params else {
+        return Err("a GraphQL request is a JSON object (batches are not taken)".into());
+    };
+    match params.get("query") {
+        Some(Value::String(_)) => {}
+        Some(_) => return Err("`query` must be a string".into()),
+        None => return Err("`query` is missing".into()),
+    }
+    if !matches!(
+        params.get("operationName"),
+        None | Some(Value::Null | Value::String(_))
+    ) {
+        return Err("`operationName` must be a string or null".into());
+    }
+    for name in ["variables", "extensions"] {
+        match params.get(name) {
+            None | Some(Value::Object(_)) => {}
+            Some(Value::Null) => {
+                params.remove(name);
+            }
+            Some(_) => return Err(format!("`{name}` must be a map (a JSON object) or null")),
+        }
+    }
+    serde_json::from_value(Value::Object(params))
+        .map_err(|err| format!("not a GraphQL request: {err}"))
+}
+
+/// The parameters of a GET's query string, as [`request_of`] takes them: `variables` and
+/// `extensions` are JSON text there; empty ones count as absent.
+fn params_of_query_string(params: &HashMap<String, String>) -> Result<serde_json::Value, String> {
+    let mut json = serde_json::Map::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "query" => {
+                json.insert(name.clone(), value.clone().into());
+            }
+            "operationName" if !value.is_empty() => {
+                json.insert(name.clone(), value.clone().into());
+            }
+            "variables" | "extensions" if !value.is_empty() => {
+                let parsed = serde_json::from_str(value)
+                    .map_err(|err| format!("`{name}` is not JSON: {err}"))?;
+                json.insert(name.clone(), parsed);
+            }
+            _ => {}
+        }
+    }
+    Ok(serde_json::Value::Object(json))
+}
+
+/// The operation a request would run: its type, when it can be told.
+fn operation_type(request: &async_graphql::Request) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    let operation = match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        _ => None,
+    }?;
+    Some(operation.node.ty)
 }
 
 /// `GET /graphql`: a WebSocket upgrade (`graphql-transport-ws` or the legacy `graphql-ws`)
-/// for subscriptions, GraphiQL otherwise.
-pub async fn get_or_upgrade(
+/// for subscriptions; a query from the query string (`query`, `variables`, `operationName`);
+/// GraphiQL otherwise.
+pub async fn get(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -150,180 +306,65 @@ pub async fn get_or_upgrade(
                 .split(',')
                 .find_map(|p| WebSocketProtocols::from_str(p.trim()).ok())
         });
-    let (Some(protocol), Ok(upgrade)) = (protocol, upgrade) else {
+    if let (Some(protocol), Ok(upgrade)) = (protocol, upgrade) {
+        if !state.origins.allows(origin(&headers)) {
+            return (
+                StatusCode::FORBIDDEN,
+                "this web page's origin may not open a WebSocket to autos",
+            )
+                .into_response();
+        }
+        let connection = Connection {
+            header_credential: headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            client: ClientAddr::of(peer, &headers, state.trust_forwarded),
+            protocol,
+        };
+        return socket::upgrade(state, upgrade, connection);
+    }
+    if !params.contains_key("query") {
         return ([(header::CACHE_CONTROL, "no-cache")], Html(GRAPHIQL_HTML)).into_response();
-    };
+    }
     if !state.origins.allows(origin(&headers)) {
-        return (
-            StatusCode::FORBIDDEN,
-            "this web page's origin may not open a WebSocket to autos",
-        )
-            .into_response();
+        return refused_origin();
     }
-    let connection = Connection {
-        header_credential: headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        client: ClientAddr::of(peer, &headers, state.trust_forwarded),
-        protocol,
+    let Some(media) = respond::negotiate(&headers) else {
+        return not_acceptable();
     };
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        // GraphQL messages are small; tungstenite's 128 KiB default read buffer per connection
-        // would make 10,000 subscribers cost over a gigabyte.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
-        .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| serve_socket(socket, state, connection))
-}
-
-/// What the upgrade request told about a connection.
-struct Connection {
-    /// An `Authorization` header on the upgrade request, used when `connection_init` carries
-    /// no credential.
-    header_credential: Option<String>,
-    client: ClientAddr,
-    protocol: WebSocketProtocols,
-}
-
-/// The credential of a `connection_init` payload: `{"authorization": "Bearer …"}`.
-fn payload_credential(payload: &serde_json::Value) -> Option<String> {
-    ["authorization", "Authorization"]
-        .iter()
-        .find_map(|name| payload.get(name)?.as_str().map(str::to_string))
-}
-
-/// Runs one GraphQL WebSocket connection: authenticates its `connection_init`, closes it when
-/// its credential stops holding, and writes every message that is ready at once in one write
-/// (a subscription's terminal `next` and its `complete` cost one system call, not two, which
-/// counts with thousands of subscribers).
-async fn serve_socket(socket: WebSocket, state: HttpState, connection: Connection) {
-    let principal: Arc<OnceLock<Principal>> = Arc::default();
-    let refused = Arc::new(AtomicBool::new(false));
-    let init = {
-        let (auth, pool) = (state.auth.clone(), state.services.pool.clone());
-        let (principal, refused) = (principal.clone(), refused.clone());
-        let (header_credential, client) = (connection.header_credential, connection.client);
-        move |payload: serde_json::Value| async move {
-            let credential = payload_credential(&payload).or(header_credential);
-            match auth.authenticate(credential.as_deref()).await {
-                Ok(who) => {
-                    // A connection lives long: its loaders must not serve yesterday's rows.
-                    let loaders = Loaders::new(&pool, who.visibility());
-                    loaders.disable_caches();
-                    let mut data = async_graphql::Data::default();
-                    data.insert(loaders);
-                    data.insert(client);
-                    data.insert(who.clone());
-                    let _ = principal.set(who);
-                    Ok(data)
-                }
-                Err(err) => {
-                    if let AuthError::Unavailable(cause) = &err {
-                        tracing::error!(error = %cause, "cannot check a WebSocket's credentials");
-                    }
-                    refused.store(true, Ordering::SeqCst);
-                    Err(async_graphql::Error::new(format!("Forbidden: {err}")))
-                }
-            }
-        }
+    let request = match params_of_query_string(&params).and_then(request_of) {
+        Ok(request) => request,
+        Err(message) => return bad_request(&message, media),
     };
-    let (mut sink, stream) = socket.split();
-    let input = stream
-        .take_while(|received| futures::future::ready(received.is_ok()))
-        .filter_map(|received| {
-            futures::future::ready(match received {
-                Ok(message @ (Message::Text(_) | Message::Binary(_))) => Some(message.into_data()),
-                _ => None,
-            })
-        });
-    let schema: Multiplexed = state.subscriptions.clone();
-    let protocol = connection.protocol;
-    let refused_now = refused.clone();
-    let messages = async_graphql::http::WebSocket::new(schema, input, protocol)
-        .on_connection_init(init)
-        .map(move |message| match message {
-            // graphql-transport-ws ends a refused `connection_init` with 4403 Forbidden.
-            WsMessage::Close(_, reason) if refused_now.load(Ordering::SeqCst) => {
-                close(CLOSE_FORBIDDEN, &reason)
-            }
-            WsMessage::Text(text) => Message::Text(text.into()),
-            WsMessage::Close(code, reason) => close(code, &reason),
-        });
-    let mut batches = messages.ready_chunks(64);
-    let mut changes = state.auth.changes();
-    let mut recheck = tokio::time::interval(RECHECK);
-    recheck.reset();
-    let init_deadline = tokio::time::sleep(INIT_DEADLINE);
-    tokio::pin!(init_deadline);
-    loop {
-        tokio::select! {
-            // A connection that never says who it is holds resources for nothing.
-            _ = &mut init_deadline, if principal.get().is_none() => {
-                let _ = sink.send(close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")).await;
-                return;
-            }
-            batch = batches.next() => {
-                let Some(batch) = batch else {
-                    // The legacy protocol's `connection_error` is followed by a close here.
-                    if refused.load(Ordering::SeqCst) {
-                        let _ = sink.send(close(CLOSE_FORBIDDEN, "Forbidden")).await;
-                    }
-                    return;
-                };
-                for message in batch {
-                    if sink.feed(message).await.is_err() {
-                        return;
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-            }
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    changes = state.auth.changes();
-                    continue;
-                }
-                if !holds(&state, &principal).await {
-                    let _ = sink.send(close(CLOSE_FORBIDDEN, "Forbidden: credentials revoked or expired")).await;
-                    return;
-                }
-            }
-            _ = recheck.tick() => {
-                if !holds(&state, &principal).await {
-                    let _ = sink.send(close(CLOSE_FORBIDDEN, "Forbidden: credentials revoked or expired")).await;
-                    return;
-                }
-            }
-        }
+    // GET must not change anything (a link, a prefetch, a crawler could send it).
+    if matches!(
+        operation_type(&request),
+        Some(OperationType::Mutation | OperationType::Subscription)
+    ) {
+        let mut response = respond::error_as(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::BAD_REQUEST,
+            "GET /graphql runs queries only: send mutations with POST, subscriptions over a WebSocket",
+            media,
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
-}
-
-/// Whether the connection's credential (once it has one) still holds.
-async fn holds(state: &HttpState, principal: &OnceLock<Principal>) -> bool {
-    match principal.get() {
-        Some(principal) => state.auth.still_valid(principal).await,
-        None => true,
-    }
-}
-
-fn close(code: u16, reason: &str) -> Message {
-    // A close frame's reason is at most 123 bytes.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason[..end].into(),
-    }))
+    let principal = match authenticate(&state, &headers, media).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let client = ClientAddr::of(peer, &headers, state.trust_forwarded);
+    run(&state, principal, client, request, media).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn only_json_bodies_are_taken() {
@@ -341,12 +382,115 @@ mod tests {
     }
 
     #[test]
-    fn the_credential_comes_from_the_init_payload() {
+    fn well_formed_parameters_make_a_request() {
+        let request = request_of(json!({
+            "query": "query Q($n: String!) { process(number: $n) { number } }",
+            "operationName": "Q",
+            "variables": { "n": "1" },
+            "extensions": { "some": "value" },
+        }))
+        .expect("well formed");
+        assert_eq!(request.operation_name.as_deref(), Some("Q"));
         assert_eq!(
-            payload_credential(&json!({"authorization": "Bearer k"})).as_deref(),
-            Some("Bearer k")
+            serde_json::to_value(&request.variables).unwrap(),
+            json!({ "n": "1" })
         );
-        assert_eq!(payload_credential(&json!({})), None);
-        assert_eq!(payload_credential(&serde_json::Value::Null), None);
+        // null stands for absent; unknown parameters are ignored.
+        for absent in ["operationName", "variables", "extensions"] {
+            let params = json!({ "query": "{ __typename }", absent: null, "other": 1 });
+            let request = request_of(params).unwrap_or_else(|e| panic!("null {absent}: {e}"));
+            assert_eq!(request.query, "{ __typename }");
+            assert_eq!(request.operation_name, None);
+        }
+    }
+
+    #[test]
+    fn malformed_parameters_are_refused_with_the_reason() {
+        let refused = |params: serde_json::Value| request_of(params).expect_err("malformed");
+        assert_eq!(refused(json!({ "qeury": "{ x }" })), "`query` is missing");
+        assert_eq!(refused(json!({})), "`query` is missing");
+        assert_eq!(
+            refused(json!({ "query": null })),
+            "`query` must be a string"
+        );
+        for wrong in [
+            json!({ "obj": "ect" }),
+            json!(0),
+            json!(false),
+            json!(["array"]),
+        ] {
+            assert_eq!(
+                refused(json!({ "query": wrong })),
+                "`query` must be a string",
+                "{wrong}"
+            );
+            assert_eq!(
+                refused(json!({ "query": "{ x }", "operationName": wrong })),
+                "`operationName` must be a string or null",
+                "{wrong}"
+            );
+        }
+        for name in ["variables", "extensions"] {
+            for wrong in [json!("string"), json!(0), json!(false), json!(["array"])] {
+                assert_eq!(
+                    refused(json!({ "query": "{ x }", name: wrong })),
+                    format!("`{name}` must be a map (a JSON object) or null"),
+                );
+            }
+        }
+        assert!(refused(json!([{ "query": "{ x }" }])).contains("batches are not taken"));
+        assert!(refused(json!("{ x }")).contains("a JSON object"));
+    }
+
+    #[test]
+    fn a_query_string_carries_json_variables_and_extensions() {
+        let params = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let got = params_of_query_string(&params(&[
+            ("query", "{ x }"),
+            ("variables", r#"{"n":"1"}"#),
+            ("extensions", r#"{"some":"value"}"#),
+            ("operationName", ""),
+            ("other", "ignored"),
+        ]))
+        .expect("well formed");
+        assert_eq!(
+            got,
+            json!({ "query": "{ x }", "variables": { "n": "1" }, "extensions": { "some": "value" } })
+        );
+        let empty = params_of_query_string(&params(&[("query", "{ x }"), ("variables", "")]));
+        assert_eq!(empty.expect("empty variables"), json!({ "query": "{ x }" }));
+        let not_json = params_of_query_string(&params(&[("query", "{ x }"), ("variables", "{")]));
+        assert!(not_json
+            .expect_err("not JSON")
+            .starts_with("`variables` is not JSON"));
+        // A query string's variables must be a map too.
+        let list = params_of_query_string(&params(&[("query", "{ x }"), ("variables", "[1]")]));
+        assert!(request_of(list.expect("JSON")).is_err());
+    }
+
+    #[test]
+    fn the_operation_type_is_read_from_the_request() {
+        let request = |q: &str, name: Option<&str>| {
+            let mut r = async_graphql::Request::new(q);
+            r.operation_name = name.map(str::to_string);
+            operation_type(&r)
+        };
+        assert_eq!(
+            request("{ viewer { tenant } }", None),
+            Some(OperationType::Query)
+        );
+        assert_eq!(
+            request("mutation { cancelJob(id: \"x\") { id } }", None),
+            Some(OperationType::Mutation)
+        );
+        let two = "query A { viewer { tenant } } mutation B { cancelJob(id: \"x\") { id } }";
+        assert_eq!(request(two, Some("B")), Some(OperationType::Mutation));
+        assert_eq!(request(two, None), None);
+        assert_eq!(request("not graphql", None), None);
     }
 }

@@ -1,5 +1,5 @@
-//! The HTTP surface: `/graphql` (POST queries, GET GraphiQL or a WebSocket), `/` (progress
-//! page), health, and the built-in webhook test receiver.
+//! The HTTP surface: `/graphql` (POST operations, GET queries, GraphiQL or a WebSocket), `/`
+//! (progress page), health, and the built-in webhook test receiver.
 //!
 //! Every request to `/graphql` passes the browser checks
 //! ([`crate::auth::origins::OriginPolicy`]) and is authenticated
@@ -7,6 +7,9 @@
 //! then do is decided per field by the GraphQL layer.
 
 mod graphql;
+mod respond;
+pub mod serve;
+mod socket;
 
 use crate::auth::origins::OriginPolicy;
 use crate::auth::Authenticator;
@@ -42,24 +45,35 @@ pub struct HttpState {
     pub origins: OriginPolicy,
     /// Whether `X-Forwarded-For` names the client (behind a trusted proxy).
     pub trust_forwarded: bool,
+    /// What operations may cost, and the keys' budgets.
+    pub limits: crate::limits::Limits,
+    /// Largest request body (`AUTOS_MAX_BODY_BYTES`).
+    pub max_body_bytes: u64,
+    /// Longest a request may run (`AUTOS_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout: std::time::Duration,
+    /// Operations at once on one WebSocket (`AUTOS_WS_MAX_SUBSCRIPTIONS`).
+    pub ws_max_subscriptions: usize,
+    /// How often an idle WebSocket is pinged (`AUTOS_WS_PING_SECS`).
+    pub ws_ping: std::time::Duration,
 }
 
 /// The router.
 pub fn router(state: HttpState) -> Router {
     let cors = cors_layer(&state.origins);
     let graphql = Router::new()
-        .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
+        .route("/graphql", get(graphql::get).post(graphql::post))
         .layer(cors);
-    Router::new()
+    let mut router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route(
+        .route("/readyz", get(readyz));
+    if state.services.test_receiver {
+        router = router.route(
             "/webhooks/test-receiver",
             axum::routing::post(test_receiver),
-        )
-        .merge(graphql)
-        .with_state(state)
+        );
+    }
+    router.merge(graphql).with_state(state)
 }
 
 /// CORS answers on `/graphql` for the origins of `AUTOS_CORS_ORIGINS`, and only those.

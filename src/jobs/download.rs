@@ -37,6 +37,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Transfers `document_ids` of `job_id`, in their order, each holding a lane of the worker
@@ -269,17 +270,20 @@ async fn attempt(
     let document_id = claim.document.id;
     let job_id = claim.document.job_id.unwrap_or_default();
     let started = Instant::now();
-    let result = tokio::time::timeout(settings.download_timeout, transfer(&svc, &claim))
+    // What the source and the verifier log while this transfer runs names the job and the
+    // document; clients see only the stable phrase of a failure.
+    let span = tracing::warn_span!("transfer", job = %job_id, document = %document_id);
+    let transferring = transfer(&svc, &claim).instrument(span);
+    let result = tokio::time::timeout(settings.download_timeout, transferring)
         .await
         .unwrap_or_else(|_| {
-            Err(AttemptError {
-                message: format!(
-                    "transfer timed out after {} s",
-                    settings.download_timeout.as_secs()
-                ),
-                retryable: true,
-                retry_after: None,
-            })
+            tracing::warn!(
+                job = %job_id,
+                document = %document_id,
+                timeout_secs = settings.download_timeout.as_secs(),
+                "transfer timed out (AUTOS_DOWNLOAD_TIMEOUT_SECS)"
+            );
+            Err(AttemptError::retryable("the transfer timed out"))
         });
     drop(lane);
 
@@ -294,7 +298,7 @@ async fn attempt(
         Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
             let delay = retry_delay(settings.backoff, attempts, err.retry_after);
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            tracing::warn!(document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+            tracing::warn!(job = %job_id, document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
             let task = DownloadBatch {
                 job_id,
                 document_ids: vec![document_id],
@@ -321,7 +325,7 @@ async fn attempt(
             } else {
                 err.message
             };
-            tracing::warn!(document = %document_id, %error, "document failed");
+            tracing::warn!(job = %job_id, document = %document_id, attempt = attempts, %error, "document failed");
             Outcome::Failed { error }
         }
     };
@@ -341,9 +345,20 @@ async fn next_signal(
 /// Why one attempt failed.
 #[derive(Debug)]
 struct AttemptError {
+    /// A stable phrase: the document's `lastError` (details go to the log where it is made).
     message: String,
     retryable: bool,
     retry_after: Option<Duration>,
+}
+
+impl AttemptError {
+    fn retryable(message: &str) -> Self {
+        AttemptError {
+            message: message.to_string(),
+            retryable: true,
+            retry_after: None,
+        }
+    }
 }
 
 impl From<SourceError> for AttemptError {
@@ -366,13 +381,17 @@ pub fn retry_delay(backoff: Duration, attempt: i32, retry_after: Option<Duration
         .min(Duration::from_secs(3600))
 }
 
-/// One attempt: open at the source, stream through the verifier into S3.
+/// One attempt: open at the source, stream through the verifier into S3. Runs in the span
+/// of its job and document, which the failures logged here and below carry.
 async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError> {
     let doc = &claim.document;
-    let number = ProcessNumber::parse(&claim.process_number).map_err(|e| AttemptError {
-        message: format!("stored process number is invalid: {e}"),
-        retryable: false,
-        retry_after: None,
+    let number = ProcessNumber::parse(&claim.process_number).map_err(|e| {
+        tracing::warn!(error = %e, "stored process number is invalid");
+        AttemptError {
+            message: "the stored process number is invalid".to_string(),
+            retryable: false,
+            retry_after: None,
+        }
     })?;
     let listed = ListedDocument {
         id: doc.source_id.clone(),
@@ -413,11 +432,10 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
         .await
         .map_err(|err| match err {
             UploadError::Body(source) => AttemptError::from(source),
-            UploadError::Storage(message) => AttemptError {
-                message: format!("storage: {message}"),
-                retryable: true,
-                retry_after: None,
-            },
+            UploadError::Storage(message) => {
+                tracing::warn!(key = %key, error = %message, "storage failed");
+                AttemptError::retryable("storage unavailable")
+            }
         })?;
     Ok(Outcome::Stored {
         key: stored.key,

@@ -6,6 +6,7 @@
 
 pub mod cancellations;
 pub mod download;
+mod quota;
 pub mod settler;
 pub mod sweeper;
 pub mod webhook;
@@ -18,6 +19,8 @@ use crate::source::{ProcessListing, Source, SourceError};
 use crate::storage::Storage;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -45,6 +48,10 @@ pub struct JobSettings {
     pub presign_ttl: Duration,
     /// How long the audit log keeps an entry.
     pub audit_retention: Duration,
+    /// QUEUED or RUNNING jobs a tenant may have at once.
+    pub tenant_max_active_jobs: u32,
+    /// Documents a process may list and still get a job.
+    pub max_documents_per_process: u32,
 }
 
 /// Everything jobs need, shared by the API and the workers.
@@ -64,9 +71,12 @@ pub struct Services {
     pub webhooks: webhook::WebhookSettings,
     /// The base URL clients reach (`AUTOS_PUBLIC_URL`).
     pub public_url: String,
-    /// One `startDownload` at a time per process number in this process, so that callers
-    /// racing for a case nobody has started share one source lookup (across processes, the
-    /// case's row lock and unique index still decide).
+    /// Whether this deployment runs the built-in webhook test receiver.
+    pub test_receiver: bool,
+    /// One `startDownload` at a time per tenant and process number in this process, so that
+    /// a tenant's callers racing for a case find the job the first one made instead of asking
+    /// the source again (across processes, the case's row lock and unique index still
+    /// decide; different tenants' lookups at the same time are shared by the source).
     pub starting: Starting,
     /// Writes the final transitions of the documents transferred in this process.
     pub settler: settler::Settler,
@@ -74,25 +84,23 @@ pub struct Services {
     pub cancellations: cancellations::Cancellations,
 }
 
-/// Per-number locks for [`start_download`]; entries go away with their last holder.
+/// Per-tenant-and-number locks for [`start_download`]; entries go away with their last holder.
 #[derive(Clone, Default)]
-pub struct Starting(
-    std::sync::Arc<
-        std::sync::Mutex<
-            std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>,
-        >,
-    >,
-);
+pub struct Starting(Arc<std::sync::Mutex<StartLocks>>);
+
+type StartLock = tokio::sync::Mutex<()>;
+type StartLocks = HashMap<(Uuid, String), Weak<StartLock>>;
 
 impl Starting {
-    fn lock_for(&self, number: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    fn lock_for(&self, tenant_id: Uuid, number: &str) -> Arc<StartLock> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, weak| weak.strong_count() > 0);
-        if let Some(lock) = map.get(number).and_then(std::sync::Weak::upgrade) {
+        let key = (tenant_id, number.to_string());
+        if let Some(lock) = map.get(&key).and_then(Weak::upgrade) {
             return lock;
         }
-        let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-        map.insert(number.to_string(), std::sync::Arc::downgrade(&lock));
+        let lock = Arc::new(StartLock::new(()));
+        map.insert(key, Arc::downgrade(&lock));
         lock
     }
 }
@@ -127,13 +135,13 @@ impl Services {
         format!("{}/webhooks/test-receiver", self.public_url)
     }
 
-    /// Checks a webhook target. The built-in test receiver is always allowed: it is this
-    /// service itself, at a fixed path, even where private addresses are not.
+    /// Checks a webhook target. The built-in test receiver, where it runs, is always allowed:
+    /// it is this service itself, at a fixed path, even where private addresses are not.
     pub async fn check_webhook_target(
         &self,
         url: &str,
     ) -> Result<crate::webhook::Target, crate::webhook::Refusal> {
-        if url == self.test_receiver_url() {
+        if self.test_receiver && url == self.test_receiver_url() {
             let own = crate::webhook::TargetPolicy {
                 allow_private: true,
                 allowed_hosts: Vec::new(),
@@ -159,9 +167,25 @@ pub enum JobError {
     /// The webhook URL is refused.
     #[error("invalid webhook URL: {0}")]
     InvalidWebhookUrl(String),
-    /// The source failed or answered something unusable.
-    #[error("the court source is unavailable: {0}")]
-    SourceUnavailable(String),
+    /// The source failed or answered something unusable (the details are logged, not shown).
+    #[error("the court source is unavailable; try again later")]
+    SourceUnavailable,
+    /// The tenant has as many QUEUED or RUNNING jobs as it may.
+    #[error("quota exceeded: the tenant already has {limit} active (QUEUED or RUNNING) jobs, the most it may have; wait for one to end or cancel one")]
+    QuotaExceeded {
+        /// `AUTOS_TENANT_MAX_ACTIVE_JOBS`.
+        limit: u32,
+    },
+    /// The process lists more documents than a job may cover.
+    #[error("process {number} has {documents} documents, more than the {limit} a job may cover")]
+    ProcessTooLarge {
+        /// The formatted number.
+        number: String,
+        /// Documents the source lists.
+        documents: usize,
+        /// `AUTOS_MAX_DOCUMENTS_PER_PROCESS`.
+        limit: u32,
+    },
     /// The job is not in a state that allows this.
     #[error("{0}")]
     InvalidState(String),
@@ -188,8 +212,10 @@ impl From<fang::AsyncQueueError> for JobError {
     }
 }
 
-fn unavailable(err: SourceError) -> JobError {
-    JobError::SourceUnavailable(err.to_string())
+/// Clients get a stable phrase; what the source did goes to the log.
+fn unavailable(number: &ProcessNumber, err: SourceError) -> JobError {
+    tracing::warn!(process = %number, error = %err, "the court source is unavailable");
+    JobError::SourceUnavailable
 }
 
 /// Parses an id given by a client.
@@ -204,9 +230,15 @@ pub async fn lookup_process(svc: &Services, raw: &str) -> Result<Option<ProcessR
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
         return Ok(Some(process));
     }
-    let Some(listing) = svc.source.lookup(&number).await.map_err(unavailable)? else {
+    let Some(listing) = svc
+        .source
+        .lookup(&number)
+        .await
+        .map_err(|e| unavailable(&number, e))?
+    else {
         return Ok(None);
     };
+    quota::check_size(&number, &listing, &svc.settings)?;
     let mut tx = svc.pool.begin().await?;
     let process = store_listing(&mut tx, &number, &listing).await?;
     tx.commit().await?;
@@ -282,21 +314,24 @@ pub async fn start_download(
         _ => None,
     };
 
-    let lock = svc.starting.lock_for(number.as_str());
+    let lock = svc.starting.lock_for(tenant_id, number.as_str());
     let _serialized = lock.lock().await;
-    // Most repeated calls end here, without asking the source anything.
+    // Most repeated calls end here, without asking the source anything (and an existing job
+    // is never refused by the quota).
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
         if let Some(job) = reusable(&svc.pool, tenant_id, process.id, request.force).await? {
             return Ok((job, false));
         }
     }
+    quota::precheck(&svc.pool, tenant_id, &svc.settings).await?;
 
     let listing = svc
         .source
         .lookup(&number)
         .await
-        .map_err(unavailable)?
+        .map_err(|e| unavailable(&number, e))?
         .ok_or_else(|| JobError::ProcessNotFound(number.to_string()))?;
+    quota::check_size(&number, &listing, &svc.settings)?;
 
     let mut tx = svc.pool.begin().await?;
     let (process, new) = db::processes::upsert_process(
@@ -315,6 +350,7 @@ pub async fn start_download(
     let (job, to_transfer) = if new {
         // A case seen for the first time: every document is new and to transfer, and goes
         // into the job as it is inserted.
+        quota::decide(&mut tx, tenant_id, &svc.settings).await?;
         let ids: Vec<Uuid> = documents.iter().map(|_| Uuid::new_v4()).collect();
         let batches = Batches::of(job_id, &ids, svc.settings.batch_size);
         batches.enqueue(&mut tx, due).await?;
@@ -338,6 +374,7 @@ pub async fn start_download(
             tx.commit().await?;
             return Ok((job, false));
         }
+        quota::decide(&mut tx, tenant_id, &svc.settings).await?;
         let plan = db::jobs::plan(&mut tx, process.id, request.force).await?;
         let batches = Batches::of(job_id, &plan.to_transfer, svc.settings.batch_size);
         batches.enqueue(&mut tx, due).await?;
@@ -502,6 +539,8 @@ pub async fn retry_failed(
             "job {id} is not the latest job of its process; retry the latest one or start a new download"
         )));
     }
+    // The job would be active again: only if the tenant has room for one more.
+    quota::decide(&mut tx, job.tenant_id, &svc.settings).await?;
     let (reopened, ids) = db::jobs::reopen_failed(&mut tx, &job).await?;
     if ids.is_empty() {
         return Err(JobError::InvalidState(format!(

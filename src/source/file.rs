@@ -82,23 +82,19 @@ pub(super) async fn open(
 ) -> Result<DocumentBody, SourceError> {
     let folder = root.join(number.as_str());
     let path = document_path(&folder, doc).await?;
-    let what = format!("document {}", doc.id);
+    let what = format!("document {:?}", doc.id);
     let file = match tokio::fs::File::open(&path).await {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            return Err(SourceError::permanent(format!(
-                "{what}: file `{}` is not in the source's folder for process {number}",
-                doc.url
-            )))
+            let detail = format!("{}: {e}", path.display());
+            return Err(missing(&what, &detail));
         }
         Err(e) => return Err(io_error(&what, 0, &e)),
     };
     let meta = file.metadata().await.map_err(|e| io_error(&what, 0, &e))?;
     if !meta.is_file() {
-        return Err(SourceError::permanent(format!(
-            "{what}: `{}` is not a regular file",
-            doc.url
-        )));
+        let detail = format!("{} is not a regular file", path.display());
+        return Err(missing(&what, &detail));
     }
     let mut received = 0u64;
     let stream = ReaderStream::with_capacity(file, READ_CHUNK)
@@ -133,14 +129,15 @@ async fn document_path(folder: &Path, doc: &ListedDocument) -> Result<PathBuf, S
     })
 }
 
+/// The document's file is not there (or is no file): retrying cannot help.
+fn missing(what: &str, detail: &str) -> SourceError {
+    let error = SourceError::permanent("the document's file is not in the source folder");
+    tracing::warn!(what, error = %error, detail, "source folder read failed");
+    error
+}
+
 fn io_error(what: &str, received: u64, error: &std::io::Error) -> SourceError {
-    if received == 0 {
-        SourceError::retryable(format!(
-            "reading {what} from the source folder failed: {error}"
-        ))
-    } else {
-        SourceError::retryable(format!(
-            "reading {what} from the source folder failed after {received} bytes: {error}"
-        ))
-    }
+    let phrase = SourceError::retryable("the source folder could not be read");
+    tracing::warn!(what, error = %phrase, detail = %error, received, "source folder read failed");
+    phrase
 }

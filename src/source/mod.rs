@@ -14,12 +14,14 @@
 //! [`Source::lookup`](crate::source::Source::lookup) retries transient failures itself;
 //! [`Source::open`](crate::source::Source::open) makes exactly one attempt, because the task
 //! queue above retries documents. [`verify()`](crate::source::verify()) checks length, SHA-256
-//! and the size cap while the bytes stream past.
+//! and the size cap while the bytes stream past. Both spare the court (`spare.rs`): a few
+//! requests at once, unknown numbers remembered a while, one request for simultaneous lookups.
 
 mod file;
 mod http;
 mod path;
 mod retry;
+mod spare;
 mod validate;
 pub mod verify;
 
@@ -90,6 +92,16 @@ pub struct SourceConfig {
     pub lookup_attempts: u32,
     /// Wait before the second attempt; doubles for each later one, with jitter.
     pub lookup_backoff: Duration,
+    /// Requests to the source at once in this process, lookups and transfers alike.
+    pub concurrency: u32,
+    /// How long a number the source does not know is answered as unknown without asking.
+    pub not_found_ttl: Duration,
+    /// Hosts besides the source's own origin that documents (and redirects) may come from
+    /// (`AUTOS_SOURCE_ALLOWED_HOSTS`); none by default.
+    pub allowed_hosts: Vec<crate::net::HostPattern>,
+    /// Whether those hosts may be on private, loopback or link-local addresses
+    /// (`AUTOS_SOURCE_ALLOW_PRIVATE`). The source's own origin is allowed whatever its address.
+    pub allow_private: bool,
 }
 
 impl SourceConfig {
@@ -101,6 +113,10 @@ impl SourceConfig {
             request_timeout: Duration::from_secs(30),
             lookup_attempts: 4,
             lookup_backoff: Duration::from_millis(500),
+            concurrency: 8,
+            not_found_ttl: Duration::from_secs(300),
+            allowed_hosts: Vec::new(),
+            allow_private: false,
         }
     }
 }
@@ -114,6 +130,10 @@ impl fmt::Debug for SourceConfig {
             .field("request_timeout", &self.request_timeout)
             .field("lookup_attempts", &self.lookup_attempts)
             .field("lookup_backoff", &self.lookup_backoff)
+            .field("concurrency", &self.concurrency)
+            .field("not_found_ttl", &self.not_found_ttl)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allow_private", &self.allow_private)
             .finish()
     }
 }
@@ -129,6 +149,7 @@ struct Inner {
     http: http::Http,
     lookup_attempts: u32,
     lookup_backoff: Duration,
+    spare: spare::Spare,
 }
 
 enum Kind {
@@ -236,13 +257,14 @@ impl Source {
                 )))
             }
         };
-        let http = http::Http::new(cfg.token.as_deref(), cfg.request_timeout)?;
+        let http = http::Http::new(&cfg, &kind)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 kind,
                 http,
                 lookup_attempts: cfg.lookup_attempts.max(1),
                 lookup_backoff: cfg.lookup_backoff,
+                spare: spare::Spare::new(cfg.concurrency, cfg.not_found_ttl),
             }),
         })
     }
@@ -269,6 +291,17 @@ impl Source {
         &self,
         number: &ProcessNumber,
     ) -> Result<Option<ProcessListing>, SourceError> {
+        self.inner
+            .spare
+            .lookup(number, || self.lookup_now(number))
+            .await
+    }
+
+    /// [`Source::lookup`] asking the source, each attempt once a request slot is free.
+    async fn lookup_now(
+        &self,
+        number: &ProcessNumber,
+    ) -> Result<Option<ProcessListing>, SourceError> {
         let inner = &self.inner;
         let what = format!("process {number}");
         retry::with_retries(
@@ -276,6 +309,7 @@ impl Source {
             inner.lookup_attempts,
             inner.lookup_backoff,
             || async {
+                let _slot = inner.spare.slot().await;
                 match &inner.kind {
                     Kind::Http { base } => inner.http.lookup(base, number).await,
                     Kind::File { root } => file::lookup(root, number).await,
@@ -295,15 +329,24 @@ impl Source {
         number: &ProcessNumber,
         doc: &ListedDocument,
     ) -> Result<DocumentBody, SourceError> {
+        self.inner.spare.open(|| self.open_now(number, doc)).await
+    }
+
+    /// [`Source::open`] once its request slot is taken.
+    async fn open_now(
+        &self,
+        number: &ProcessNumber,
+        doc: &ListedDocument,
+    ) -> Result<DocumentBody, SourceError> {
         let inner = &self.inner;
         match &inner.kind {
             Kind::Http { base } => {
-                let (url, same_origin) = http::resolve(base, doc)?;
-                inner.http.open(url, same_origin, doc).await
+                let url = http::resolve(base, doc)?;
+                inner.http.open(url, doc).await
             }
             Kind::File { root } => match http::absolute_http(doc)? {
                 // No origin of a folder can match a web host, so such urls never get the token.
-                Some(url) => inner.http.open(url, false, doc).await,
+                Some(url) => inner.http.open(url, doc).await,
                 None => file::open(root, number, doc).await,
             },
         }

@@ -2,6 +2,7 @@
 
 use percent_encoding::percent_decode_str;
 
+use super::http::DOCUMENT_REFUSED;
 use super::SourceError;
 
 /// The normalized segments of a relative path (`.` and empty segments dropped, `..` applied),
@@ -10,10 +11,18 @@ use super::SourceError;
 /// Both `/` and `\` separate segments, because WHATWG URL parsing and Windows-minded servers
 /// treat a backslash as a slash; a check that ignored it could be walked around.
 pub(super) fn contained_segments(path: &str, doc_id: &str) -> Result<Vec<String>, SourceError> {
+    let refused = |refusal: &str, detail: &str| {
+        let error = SourceError::permanent(format!("{DOCUMENT_REFUSED}: {refusal}"));
+        tracing::warn!(
+            what = %format_args!("document {doc_id:?}"),
+            error = %error,
+            detail = %format_args!("its url {path:?}: {detail}"),
+            "document url refused"
+        );
+        error
+    };
     if path.contains('\0') {
-        return Err(SourceError::permanent(format!(
-            "document {doc_id} has a url with a NUL byte"
-        )));
+        return Err(refused("not a valid URL", "it has a NUL byte"));
     }
     let mut segments: Vec<String> = Vec::new();
     for segment in path.split(['/', '\\']) {
@@ -21,18 +30,17 @@ pub(super) fn contained_segments(path: &str, doc_id: &str) -> Result<Vec<String>
             "" | "." => {}
             ".." => {
                 if segments.pop().is_none() {
-                    return Err(SourceError::permanent(format!(
-                        "document {doc_id} has url `{path}`, which leaves the source's base"
-                    )));
+                    return Err(refused(
+                        "outside the source's base",
+                        "it climbs out of the source's base",
+                    ));
                 }
             }
             other => segments.push(other.to_owned()),
         }
     }
     if segments.is_empty() {
-        return Err(SourceError::permanent(format!(
-            "document {doc_id} has url `{path}`, which names no file"
-        )));
+        return Err(refused("names no file", "it names no file"));
     }
     Ok(segments)
 }

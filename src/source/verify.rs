@@ -1,7 +1,8 @@
 //! Length, SHA-256 and size cap, checked while the bytes stream past.
 //!
 //! Every failure is delivered as the stream's last item, before its end: a consumer that
-//! uploads as it reads sees the error and never completes a bad upload.
+//! uploads as it reads sees the error and never completes a bad upload. Its message is a
+//! stable phrase (a document's `lastError`); the numbers are logged as it is made.
 
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
@@ -12,6 +13,19 @@ use futures::stream::{BoxStream, FusedStream, Stream, StreamExt};
 use sha2::{Digest as _, Sha256};
 
 use super::{DocumentBody, SourceError};
+
+/// Over `AUTOS_MAX_DOCUMENT_BYTES`, announced or arrived.
+const TOO_LARGE: &str = "the document is larger than AUTOS_MAX_DOCUMENT_BYTES";
+/// Fewer or more bytes than announced (by the listing or by `Content-Length`).
+const SIZE_DIFFERS: &str = "the document's size differs from the announced size";
+/// All the bytes arrived, but not the announced ones.
+const SHA256_DIFFERS: &str = "the document's SHA-256 differs from the announced one";
+
+/// `error`, once `detail` is logged beside it (in the caller's span: job and document).
+fn failed(error: SourceError, detail: impl std::fmt::Display) -> SourceError {
+    tracing::warn!(error = %error, %detail, "document failed its checks");
+    error
+}
 
 /// Refuses, before any byte is read, a document that is announced (by the listing or by
 /// `Content-Length`) as larger than `max_bytes` (`Permanent`: retrying cannot shrink it), or
@@ -26,14 +40,16 @@ pub fn check_announced(
         .chain(content_length)
         .find(|&n| n > max_bytes)
     {
-        return Err(SourceError::permanent(format!(
-            "document is {n} bytes, larger than the limit of {max_bytes} bytes"
-        )));
+        return Err(failed(
+            SourceError::permanent(TOO_LARGE),
+            format_args!("announced as {n} bytes; the limit is {max_bytes}"),
+        ));
     }
     match (size, content_length) {
-        (Some(size), Some(length)) if size != length => Err(SourceError::retryable(format!(
-            "source sent Content-Length {length} for a document announced as {size} bytes"
-        ))),
+        (Some(size), Some(length)) if size != length => Err(failed(
+            SourceError::retryable(SIZE_DIFFERS),
+            format_args!("Content-Length {length} for a document announced as {size} bytes"),
+        )),
         _ => Ok(()),
     }
 }
@@ -113,20 +129,21 @@ impl Verified {
     fn finish(&mut self) -> Poll<Option<Result<Bytes, SourceError>>> {
         if let Some(expected) = self.expected_size {
             if self.received < expected {
-                return self.fail(SourceError::retryable(format!(
-                    "body ended after {} of {expected} announced bytes",
+                let detail = format_args!(
+                    "the body ended after {} of {expected} announced bytes",
                     self.received
-                )));
+                );
+                return self.fail(failed(SourceError::retryable(SIZE_DIFFERS), detail));
             }
         }
         let actual = hex::encode(self.hasher.finalize_reset());
         if let Some(expected) = &self.expected_sha256 {
             if *expected != actual {
-                let message = format!(
-                    "SHA-256 of the {} bytes received is {actual}, not the announced {expected}",
+                let detail = format_args!(
+                    "the SHA-256 of the {} bytes received is {actual}, not the announced {expected}",
                     self.received
                 );
-                return self.fail(SourceError::retryable(message));
+                return self.fail(failed(SourceError::retryable(SHA256_DIFFERS), detail));
             }
         }
         self.done = true;
@@ -153,15 +170,14 @@ impl Stream for Verified {
             Poll::Ready(Some(Ok(chunk))) => {
                 let received = this.received + chunk.len() as u64;
                 if received > this.max_bytes {
-                    return this.fail(SourceError::permanent(format!(
-                        "document is larger than the limit of {} bytes ({received} bytes arrived)",
-                        this.max_bytes
-                    )));
+                    let detail =
+                        format_args!("{received} bytes arrived; the limit is {}", this.max_bytes);
+                    return this.fail(failed(SourceError::permanent(TOO_LARGE), detail));
                 }
                 if let Some(expected) = this.expected_size.filter(|&e| received > e) {
-                    return this.fail(SourceError::retryable(format!(
-                        "body is longer than the announced {expected} bytes"
-                    )));
+                    let detail =
+                        format_args!("the body is longer than the announced {expected} bytes");
+                    return this.fail(failed(SourceError::retryable(SIZE_DIFFERS), detail));
                 }
                 this.received = received;
                 this.hasher.update(&chunk);

@@ -3,7 +3,6 @@
 //! ([`send`](crate::webhook::send)), and the built-in test receiver
 //! ([`receiver`](crate::webhook::receiver)).
 
-mod address;
 mod hmac;
 pub mod receiver;
 pub mod send;

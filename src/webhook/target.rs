@@ -5,20 +5,15 @@
 //! exactly those (e.g. `reqwest::ClientBuilder::resolve_to_addrs(host, &addrs)`, with
 //! redirects and proxies off), so that no second DNS answer can point elsewhere.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
 
-use url::{Host, Url};
+use url::Url;
 
-use super::address::article;
-pub use super::address::classify;
+use crate::net::{article, AddressRefusal};
+pub use crate::net::{classify, host_key, HostPattern, RESOLVE_TIMEOUT};
 
 /// Longest URL accepted.
 pub const MAX_URL_BYTES: usize = 2048;
-
-/// How long a host name may take to resolve.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a webhook target is refused. [`Refusal::reason`] (the same as `Display`) is meant for
 /// the person who gave the URL.
@@ -75,98 +70,6 @@ impl Refusal {
     }
 }
 
-/// One entry of `AUTOS_WEBHOOK_ALLOWED_HOSTS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// This host only (a lowercase ASCII name, or an IP address).
-    Exact(String),
-    /// `*.suffix`: any subdomain of `suffix`, at any depth, but not `suffix` itself.
-    Subdomains(String),
-}
-
-impl HostPattern {
-    /// Parses `host`, an IP address, or `*.domain` (case-insensitive, surrounding whitespace
-    /// and one trailing dot ignored, international names in Unicode or punycode).
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let text = raw.trim().to_lowercase();
-        let bad = |why: &str| Err(format!("host pattern `{}` {why}", raw.trim()));
-        if text.is_empty() {
-            return bad("is empty");
-        }
-        let (wildcard, rest) = match text.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, text.as_str()),
-        };
-        if rest.contains('*') {
-            return bad("is malformed: `*` may only begin a pattern, as in `*.example.com`");
-        }
-        if let Ok(ip) = rest
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
-            if wildcard {
-                return bad("puts a wildcard on an IP address");
-            }
-            return Ok(HostPattern::Exact(ip.to_string()));
-        }
-        let rest = rest.strip_suffix('.').unwrap_or(rest);
-        if rest.split('.').any(str::is_empty) {
-            return bad("has an empty label");
-        }
-        let name = match Host::parse(rest) {
-            Ok(Host::Domain(name)) => name,
-            Ok(Host::Ipv4(ip)) if !wildcard => return Ok(HostPattern::Exact(ip.to_string())),
-            Ok(_) => return bad("puts a wildcard on an IP address"),
-            Err(e) => return bad(&format!("is not a valid host name: {e}")),
-        };
-        let label_ok = |l: &str| {
-            l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-        };
-        if name.len() > 253 || !name.split('.').all(label_ok) {
-            return bad("is not a valid host name");
-        }
-        Ok(if wildcard {
-            HostPattern::Subdomains(name)
-        } else {
-            HostPattern::Exact(name)
-        })
-    }
-
-    /// Whether `host` (as [`host_key`] gives it) matches.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(name) => host == name,
-            HostPattern::Subdomains(suffix) => {
-                host.len() > suffix.len() + 1
-                    && host.ends_with(suffix.as_str())
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
-            }
-        }
-    }
-}
-
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostPattern::Exact(name) => f.write_str(name),
-            HostPattern::Subdomains(suffix) => write!(f, "*.{suffix}"),
-        }
-    }
-}
-
-/// A URL's host as allowlist patterns see it: a lowercase ASCII name without its trailing
-/// dot, or an IP address without brackets.
-pub fn host_key(host: &Host<&str>) -> String {
-    match host {
-        Host::Domain(name) => name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase(),
-        Host::Ipv4(ip) => ip.to_string(),
-        Host::Ipv6(ip) => ip.to_string(),
-    }
-}
-
 /// A checked target: the URL and the addresses to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -190,11 +93,7 @@ impl TargetPolicy {
     /// Builds the policy from the settings. `allowed_hosts` is comma-separated
     /// [`HostPattern`]s; empty entries are ignored, and no entries at all allow any host.
     pub fn from_config(allow_private: bool, allowed_hosts: &str) -> Result<Self, String> {
-        let allowed_hosts = allowed_hosts
-            .split(',')
-            .filter(|entry| !entry.trim().is_empty())
-            .map(HostPattern::parse)
-            .collect::<Result<_, _>>()?;
+        let allowed_hosts = HostPattern::parse_list(allowed_hosts)?;
         Ok(TargetPolicy {
             allow_private,
             allowed_hosts,
@@ -245,22 +144,14 @@ impl TargetPolicy {
         self.check_host(url)?;
         let host = url.host().ok_or(Refusal::NoHost)?;
         let port = url.port_or_known_default().ok_or(Refusal::NoHost)?;
-        let ips = match host {
-            Host::Ipv4(ip) => vec![IpAddr::V4(ip)],
-            Host::Ipv6(ip) => vec![IpAddr::V6(ip)],
-            Host::Domain(name) => lookup(name, port).await?,
-        };
-        if !self.allow_private {
-            for &ip in &ips {
-                if let Some(kind) = classify(ip) {
-                    return Err(Refusal::PrivateAddress { addr: ip, kind });
+        crate::net::resolve(&host, port, self.allow_private)
+            .await
+            .map_err(|refusal| match refusal {
+                AddressRefusal::Unresolvable { host, detail } => {
+                    Refusal::Unresolvable { host, detail }
                 }
-            }
-        }
-        Ok(ips
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect())
+                AddressRefusal::NotPublic { addr, kind } => Refusal::PrivateAddress { addr, kind },
+            })
     }
 
     /// [`check_syntax`](Self::check_syntax) then [`resolve`](Self::resolve).
@@ -269,32 +160,6 @@ impl TargetPolicy {
         let addrs = self.resolve(&url).await?;
         Ok(Target { url, addrs })
     }
-}
-
-/// The distinct addresses `name` resolves to, in the resolver's order.
-async fn lookup(name: &str, port: u16) -> Result<Vec<IpAddr>, Refusal> {
-    let key = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    if key == "localhost" || key.ends_with(".localhost") {
-        return Ok(vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]);
-    }
-    let unresolvable = |detail: String| Refusal::Unresolvable {
-        host: name.to_owned(),
-        detail,
-    };
-    let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
-        .await
-        .map_err(|_| unresolvable(format!("no answer within {RESOLVE_TIMEOUT:?}")))?
-        .map_err(|e| unresolvable(e.to_string()))?;
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for addr in found {
-        if !ips.contains(&addr.ip()) {
-            ips.push(addr.ip());
-        }
-    }
-    if ips.is_empty() {
-        return Err(unresolvable("it has no addresses".into()));
-    }
-    Ok(ips)
 }
 
 #[cfg(test)]

@@ -88,6 +88,34 @@ struct State_ {
     /// Slow bodies being sent now, and the most sent at once.
     slow_now: u32,
     slow_most: u32,
+    /// Requests (lookups and documents) being answered now, and the most at once.
+    requests_now: u32,
+    requests_most: u32,
+    /// How long every lookup takes to answer.
+    lookup_delay: Duration,
+    /// Where each `/redirect/{name}` sends its client.
+    redirects: HashMap<String, String>,
+    /// Redirect answers given so far (`/redirect/…` and `/hops/…`).
+    redirected: u32,
+}
+
+/// Counts a request as being answered until it is dropped: when its handler returns, or for a
+/// slow body once that body is sent (or the client went away).
+struct Answering(Shared);
+
+impl Answering {
+    fn start(state: &Shared) -> Answering {
+        let mut s = state.lock().unwrap();
+        s.requests_now += 1;
+        s.requests_most = s.requests_most.max(s.requests_now);
+        Answering(state.clone())
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().requests_now -= 1;
+    }
 }
 
 /// Counts a slow body as being sent until it is dropped (sent whole, or the client went away).
@@ -121,6 +149,8 @@ impl Court {
         let app = Router::new()
             .route("/processes/{number}", get(lookup))
             .route("/files/{number}/{id}", get(file))
+            .route("/redirect/{name}", get(redirect))
+            .route("/hops/{n}/{number}/{id}", get(hops))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -190,6 +220,41 @@ impl Court {
         self.state.lock().unwrap().lookups
     }
 
+    /// Makes `GET /redirect/{name}` answer 302 with `Location: {location}`.
+    pub fn redirect(&self, name: &str, location: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .redirects
+            .insert(name.into(), location.into());
+    }
+
+    /// A listing url that reaches the document `id` of `number` after exactly `hops`
+    /// redirects on the court's own origin (`hops` ≥ 1).
+    pub fn hops_url(number: &str, id: &str, hops: u32) -> String {
+        format!("hops/{hops}/{number}/{id}")
+    }
+
+    /// Redirect answers given so far.
+    pub fn redirected(&self) -> u32 {
+        self.state.lock().unwrap().redirected
+    }
+
+    /// Every lookup waits `delay` before it answers (a slow court).
+    pub fn delay_lookups(&self, delay: Duration) {
+        self.state.lock().unwrap().lookup_delay = delay;
+    }
+
+    /// Requests (lookups and documents; slow bodies until sent) being answered now.
+    pub fn requests_now(&self) -> u32 {
+        self.state.lock().unwrap().requests_now
+    }
+
+    /// The most requests (lookups and documents) that were being answered at once.
+    pub fn most_requests_at_once(&self) -> u32 {
+        self.state.lock().unwrap().requests_most
+    }
+
     /// Slow bodies ([`Fault::Slow`]) being sent now.
     pub fn slow_sending_now(&self) -> u32 {
         self.state.lock().unwrap().slow_now
@@ -204,6 +269,9 @@ impl Court {
 type Shared = Arc<Mutex<State_>>;
 
 async fn lookup(State(state): State<Shared>, Path(number): Path<String>) -> Response {
+    let _answering = Answering::start(&state);
+    let delay = state.lock().unwrap().lookup_delay;
+    tokio::time::sleep(delay).await;
     let (fault, listing) = {
         let mut s = state.lock().unwrap();
         s.lookups += 1;
@@ -259,7 +327,34 @@ async fn status_fault(fault: &Fault) -> Option<Response> {
     }
 }
 
+async fn redirect(State(state): State<Shared>, Path(name): Path<String>) -> Response {
+    let mut s = state.lock().unwrap();
+    let Some(location) = s.redirects.get(&name).cloned() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    s.redirected += 1;
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+/// `/hops/{n}/…` redirects to `/hops/{n-1}/…`, and `/hops/1/…` to the document itself.
+async fn hops(
+    State(state): State<Shared>,
+    Path((n, number, id)): Path<(u32, String, String)>,
+) -> Response {
+    state.lock().unwrap().redirected += 1;
+    let location = match n {
+        0 | 1 => format!("/files/{number}/{id}"),
+        n => format!("/{}", Court::hops_url(&number, &id, n - 1)),
+    };
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
+}
+
 async fn file(State(state): State<Shared>, Path((number, id)): Path<(String, String)>) -> Response {
+    let answering = Answering::start(&state);
     let (fault, doc) = {
         let mut s = state.lock().unwrap();
         let key = (number.clone(), id.clone());
@@ -305,7 +400,7 @@ async fn file(State(state): State<Shared>, Path((number, id)): Path<(String, Str
                 .chunks(chunk.max(1))
                 .map(Bytes::copy_from_slice)
                 .collect();
-            let sending = Sending::start(&state);
+            let sending = (Sending::start(&state), answering);
             let stream = futures::stream::unfold(
                 (chunks.into_iter(), sending),
                 move |(mut it, sending)| async move {

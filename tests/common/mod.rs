@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod configured;
 pub mod court;
+pub mod elsewhere;
 pub mod pgproxy;
 pub mod receiver;
 pub mod ws;
@@ -160,6 +162,9 @@ pub fn config(db_url: &str, s3: &TestS3, source_url: &str, o: &Options) -> Confi
     c.sweep_interval_ms = o.sweep_ms;
     c.poll_interval_ms = 200;
     c.log = "warn".into();
+    // The tests use the built-in webhook test receiver (off by default outside the embedded
+    // defaults).
+    c.test_receiver = Some(true);
     c
 }
 
@@ -445,3 +450,4 @@ pub fn free_port() -> SocketAddr {
 }
 pub mod access;
 pub mod browser;
+pub mod mute_ws;

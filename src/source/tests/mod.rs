@@ -31,6 +31,11 @@ pub(super) fn config(url: &str) -> SourceConfig {
         request_timeout: Duration::from_secs(5),
         lookup_attempts: 3,
         lookup_backoff: Duration::from_millis(10),
+        concurrency: 8,
+        // Every lookup reaches the test server, unknown numbers included.
+        not_found_ttl: Duration::ZERO,
+        allowed_hosts: Vec::new(),
+        allow_private: false,
     }
 }
 

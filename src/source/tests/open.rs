@@ -11,6 +11,7 @@ use axum::Router;
 use bytes::Bytes;
 
 use super::{config, doc, number, read_body, serve, serve_raw, source};
+use crate::net::HostPattern;
 use crate::source::{Source, SourceError};
 
 const PDF: &[u8] = b"%PDF-1.7 not really";
@@ -80,6 +81,9 @@ async fn token_goes_to_the_source_origin_only() {
     let (foreign, foreign_seen) = files_server().await;
     let mut cfg = config(&format!("{own}/api"));
     cfg.token = Some("tok-123".into());
+    // The foreign server is on 127.0.0.1 too, another port: allowed by name and address.
+    cfg.allowed_hosts = HostPattern::parse_list("127.0.0.1").unwrap();
+    cfg.allow_private = true;
     let source = Source::new(cfg).unwrap();
     for url in ["/files/d1".to_owned(), format!("{own}/elsewhere/d1")] {
         let body = source.open(&number(), &doc("d1", &url)).await.unwrap();
@@ -111,21 +115,11 @@ async fn answers_are_classified() {
     };
 
     let missing = fail("files/missing").await;
-    assert!(
-        matches!(&missing, SourceError::Permanent { .. }),
-        "{missing:?}"
-    );
-    assert_eq!(
-        missing.to_string(),
-        "source answered 404 Not Found for document d3"
-    );
+    assert_eq!(missing, SourceError::permanent("the source answered 404"));
     let gone = fail("files/gone").await;
-    assert!(matches!(gone, SourceError::Permanent { .. }), "{gone:?}");
+    assert_eq!(gone, SourceError::permanent("the source answered 410"));
     let boom = fail("files/boom").await;
-    assert!(
-        boom.is_retryable() && boom.to_string().contains("500"),
-        "{boom:?}"
-    );
+    assert_eq!(boom, SourceError::retryable("the source answered 500"));
     let busy = fail("files/busy").await;
     assert_eq!(busy.retry_after(), Some(std::time::Duration::from_secs(7)));
 }
@@ -179,6 +173,174 @@ async fn a_connection_closed_early_is_retryable() {
         .unwrap();
     assert_eq!(body.content_length, Some(100));
     let err = read_body(body).await.unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
-    assert!(err.to_string().contains("after 40 of 100 bytes"), "{err}");
+    assert_eq!(
+        err,
+        SourceError::retryable("the connection broke during the transfer")
+    );
+}
+
+/// Serves `/hop/{n}`: a redirect to `/hop/{n-1}`, and from `/hop/1` to `target`; serves
+/// `/api/files/d1` itself. Logs each path and its Authorization header, as `files_server`.
+async fn hops_server(target: &str) -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    let target = target.to_owned();
+    let router = Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        log.lock().unwrap().push((uri.path().to_owned(), auth));
+        let target = target.clone();
+        async move {
+            let hop = uri
+                .path()
+                .strip_prefix("/hop/")
+                .and_then(|n| n.parse::<u32>().ok());
+            match hop {
+                Some(1) => (StatusCode::FOUND, [(header::LOCATION, target)]).into_response(),
+                Some(n) => {
+                    let next = format!("/hop/{}", n - 1);
+                    (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, next)]).into_response()
+                }
+                None if uri.path() == "/api/files/d1" => PDF.into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    });
+    (serve(router).await, seen)
+}
+
+fn paths(seen: &Seen) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn redirects_on_the_own_origin_are_followed_with_the_token_up_to_five() {
+    let (server, seen) = hops_server("/api/files/d1").await;
+    let mut cfg = config(&format!("{server}/api"));
+    cfg.token = Some("tok-123".into());
+    let source = Source::new(cfg).unwrap();
+    let body = source
+        .open(&number(), &doc("d1", &format!("{server}/hop/5")))
+        .await
+        .unwrap();
+    assert_eq!(read_body(body).await.unwrap(), PDF);
+    assert_eq!(
+        paths(&seen),
+        [
+            "/hop/5",
+            "/hop/4",
+            "/hop/3",
+            "/hop/2",
+            "/hop/1",
+            "/api/files/d1"
+        ]
+    );
+    let bearer = Some("Bearer tok-123".to_owned());
+    assert!(seen.lock().unwrap().iter().all(|(_, auth)| *auth == bearer));
+
+    seen.lock().unwrap().clear();
+    let err = source
+        .open(&number(), &doc("d1", &format!("{server}/hop/6")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        SourceError::permanent("document URL refused: too many redirects")
+    );
+    assert_eq!(
+        paths(&seen),
+        ["/hop/6", "/hop/5", "/hop/4", "/hop/3", "/hop/2", "/hop/1"],
+        "the sixth redirect is not followed"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_elsewhere_is_checked_before_it_is_followed() {
+    let (foreign, foreign_seen) = files_server().await;
+    let (own, own_seen) = hops_server(&format!("{foreign}/elsewhere/d1")).await;
+    let open = |allowed: &str, allow_private: bool| {
+        let mut cfg = config(&format!("{own}/api"));
+        cfg.token = Some("tok-123".into());
+        cfg.allowed_hosts = HostPattern::parse_list(allowed).unwrap();
+        cfg.allow_private = allow_private;
+        let source = Source::new(cfg).unwrap();
+        let url = format!("{own}/hop/1");
+        async move { source.open(&number(), &doc("d1", &url)).await }
+    };
+    let refused = |what: &str| SourceError::permanent(format!("document URL refused: {what}"));
+
+    let err = open("", false).await.unwrap_err();
+    assert_eq!(err, refused("host not allowed"));
+    let err = open("*.example.com, localhost", true).await.unwrap_err();
+    assert_eq!(err, refused("host not allowed"));
+    let err = open("127.0.0.1", false).await.unwrap_err();
+    assert_eq!(err, refused("private address"));
+    assert!(foreign_seen.lock().unwrap().is_empty(), "nothing fetched");
+    assert_eq!(own_seen.lock().unwrap().len(), 3);
+
+    let body = open("127.0.0.1", true).await.unwrap();
+    assert_eq!(read_body(body).await.unwrap(), PDF);
+    assert_eq!(
+        foreign_seen.lock().unwrap().as_slice(),
+        [("/elsewhere/d1".into(), None)],
+        "an allowed host gets no token"
+    );
+}
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn failures_are_logged_in_detail_without_secrets() {
+    let (server, _) = files_server().await;
+    let (elsewhere, _) = files_server().await;
+    let with_credentials = server.replace("http://", "http://user:pa55word@");
+    let mut cfg = config(&format!("{with_credentials}/api"));
+    cfg.token = Some("tok-s3cr3t".into());
+    let source = Source::new(cfg).unwrap();
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    for url in [
+        "files/missing".to_owned(),
+        "files/boom".to_owned(),
+        format!("{elsewhere}/elsewhere/d1"),
+    ] {
+        let err = source.open(&number(), &doc("d1", &url)).await.unwrap_err();
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for detail in [
+        "404 Not Found",
+        "500 Internal Server Error",
+        "/api/files/missing",
+    ] {
+        assert!(log.contains(detail), "{detail} not in {log}");
+    }
+    assert!(log.contains("AUTOS_SOURCE_ALLOWED_HOSTS"), "{log}");
+    for secret in ["pa55word", "tok-s3cr3t"] {
+        assert!(!log.contains(secret), "{secret} in {log}");
+    }
 }

@@ -1,5 +1,5 @@
-//! Which IP addresses are public: webhook targets may only be reached on public addresses
-//! unless `AUTOS_WEBHOOK_ALLOW_PRIVATE=true`.
+//! Which IP addresses are public: webhook targets, and document hosts other than the source's
+//! own, may only be reached on public addresses unless private ones are allowed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
