@@ -153,11 +153,11 @@ impl Principal {
     /// The rate limit budget this caller spends: its key's; a progress token has one of its
     /// own (so that browsers cannot spend their backend's); without access control, one for
     /// everybody.
-    pub fn budget(&self) -> String {
+    pub fn budget(&self) -> std::borrow::Cow<'_, str> {
         match &self.credential {
-            Credential::Key { id } => id.clone(),
-            Credential::Token { job, issuer } => format!("{issuer}:token:{job}"),
-            Credential::Open => "open".to_string(),
+            Credential::Key { id } => std::borrow::Cow::Borrowed(id),
+            Credential::Token { job, issuer } => format!("{issuer}:token:{job}").into(),
+            Credential::Open => std::borrow::Cow::Borrowed("open"),
         }
     }
 

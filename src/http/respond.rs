@@ -108,6 +108,33 @@ pub fn cost_extension(admitted: &Admitted) -> Value {
     }
 }
 
+/// `extensions.cost`, built as the GraphQL value it is sent as (on every answer: no detour
+/// through JSON).
+fn cost_value(admitted: &Admitted) -> async_graphql::Value {
+    use async_graphql::{Name, Number, Value as V};
+    let mut cost = async_graphql::indexmap::IndexMap::with_capacity(4);
+    cost.insert(
+        Name::new("requested"),
+        V::Number(Number::from(admitted.cost.points)),
+    );
+    if let Some(verdict) = &admitted.verdict {
+        cost.insert(
+            Name::new("remaining"),
+            V::Number(Number::from(verdict.remaining)),
+        );
+        cost.insert(Name::new("limit"), V::Number(Number::from(verdict.limit)));
+        cost.insert(
+            Name::new("resetAt"),
+            V::String(
+                verdict
+                    .reset_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+        );
+    }
+    V::Object(cost)
+}
+
 /// The answer to an operation refused before it ran.
 pub fn refusal(refused: &Refusal, media: Media) -> Response {
     let now = chrono::Utc::now();
@@ -155,9 +182,9 @@ pub fn executed(
     admitted: Option<&Admitted>,
 ) -> Response {
     if let Some(admitted) = admitted {
-        let cost = async_graphql::Value::from_json(cost_extension(admitted))
-            .unwrap_or(async_graphql::Value::Null);
-        response.extensions.insert("cost".to_string(), cost);
+        response
+            .extensions
+            .insert("cost".to_string(), cost_value(admitted));
     }
     // Nothing ran (syntax or validation errors: no data, errors without a path).
     let request_error = response.data == async_graphql::Value::Null

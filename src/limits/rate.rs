@@ -107,12 +107,18 @@ impl RateLimiter {
         let reset_at = DateTime::from_timestamp(window + WINDOW_SECS, 0).unwrap_or(now);
         let (verdict, sync) = {
             let mut buckets = self.buckets();
-            let b = buckets.entry(bucket.to_string()).or_insert(Bucket {
-                window,
-                known: 0,
-                pending: 0,
-                synced: None,
-            });
+            if !buckets.contains_key(bucket) {
+                buckets.insert(
+                    bucket.to_string(),
+                    Bucket {
+                        window,
+                        known: 0,
+                        pending: 0,
+                        synced: None,
+                    },
+                );
+            }
+            let b = buckets.get_mut(bucket).expect("just inserted");
             if b.window != window {
                 *b = Bucket {
                     window,
