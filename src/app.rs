@@ -62,6 +62,9 @@ pub struct Application {
     /// Who is calling, when serving.
     pub auth: Option<Authenticator>,
     shutdown: watch::Sender<bool>,
+    /// Stops the HTTP server and closes its WebSockets, before anything else stops.
+    closing: watch::Sender<bool>,
+    sockets: tokio_util::task::TaskTracker,
     server: Option<JoinHandle<()>>,
     sweeper: Option<JoinHandle<()>>,
     cancellations: Option<JoinHandle<()>>,
@@ -244,11 +247,7 @@ impl Application {
         let pool = crate::db::connect(&url, connections)
             .await
             .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
-        if config.migrate {
-            crate::db::migrate(&pool)
-                .await
-                .context("cannot apply migrations")?;
-        }
+        crate::db::prepare(&pool, config.migrate).await?;
 
         let credentials = config
             .aws_access_key_id
@@ -323,6 +322,7 @@ impl Application {
             starting: jobs::Starting::default(),
             settler: jobs::settler::Settler::start(pool.clone()),
             cancellations: jobs::cancellations::Cancellations::default(),
+            breakers: jobs::outage::Breakers::new(pool.clone()),
             public_url: String::new(),
             test_receiver: config.test_receiver(),
             webhooks,
@@ -341,11 +341,20 @@ impl Application {
                 audit_retention: Duration::from_secs(
                     u64::from(config.audit_retention_days) * 24 * 3600,
                 ),
+                delivery_retention: Duration::from_secs(
+                    u64::from(config.delivery_retention_days) * 24 * 3600,
+                ),
+                failed_task_retention: Duration::from_secs(
+                    u64::from(config.failed_task_retention_days) * 24 * 3600,
+                ),
+                outage_max: Duration::from_secs(config.outage_max_secs),
                 tenant_max_active_jobs: config.tenant_max_active_jobs,
                 max_documents_per_process: config.max_documents_per_process,
             },
         };
         let (shutdown, stop) = watch::channel(false);
+        let (closing, closing_rx) = watch::channel(false);
+        let sockets = tokio_util::task::TaskTracker::new();
         // The HTTP listener decides the address (port 0 in tests) before anything is served.
         let listener = if role.serve {
             Some(
@@ -378,7 +387,7 @@ impl Application {
                 ],
                 poll_interval: Duration::from_millis(config.poll_interval_ms),
                 heartbeat: Duration::from_millis(config.lease_ms / 4),
-                shutdown_grace: Duration::from_secs(10),
+                shutdown_grace: Duration::from_secs(config.shutdown_grace_secs),
             };
             let cancellations = tokio::spawn(
                 services
@@ -440,9 +449,11 @@ impl Application {
                 auth: auth.clone(),
                 origins: OriginPolicy::new(&services.public_url, cors_origins.clone()),
                 trust_forwarded: config.trust_forwarded,
+                closing: closing_rx.clone(),
+                sockets: sockets.clone(),
             };
             let app = http::router(state);
-            let server = tokio::spawn(http::serve::serve(listener, app, stop.clone()));
+            let server = tokio::spawn(http::serve::serve(listener, app, closing_rx.clone()));
             let public = &services.public_url;
             tracing::info!(%addr, "listening: progress page {public}/ , GraphiQL {public}/graphql");
             if mode == AuthMode::Off {
@@ -470,6 +481,8 @@ impl Application {
             services,
             auth,
             shutdown,
+            closing,
+            sockets,
             server,
             sweeper,
             cancellations,
@@ -478,17 +491,38 @@ impl Application {
         })
     }
 
-    /// Stops serving, lets workers finish (within their grace period), then stops embedded services.
+    /// Stops: no new connection or task is taken, WebSocket clients are told to reconnect
+    /// (close 1001) while their subscriptions still run, requests under way end (within
+    /// [`http::serve::STOP_GRACE`]) while transfers under way finish (within
+    /// `AUTOS_SHUTDOWN_GRACE_SECS`; unstarted ones are given back at once); then the rest
+    /// stops, embedded services last.
     pub async fn stop(self) {
+        let _ = self.closing.send(true);
+        let (server, sockets) = (self.server, self.sockets);
+        let http = async move {
+            if let Some(server) = server {
+                let _ = server.await;
+            }
+            sockets.close();
+            if tokio::time::timeout(http::serve::STOP_GRACE, sockets.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    sockets = sockets.len(),
+                    "WebSockets still open; stopping anyway"
+                );
+            }
+        };
+        let workers = async move {
+            if let Some(workers) = self.workers {
+                workers.shutdown().await;
+            }
+        };
+        tokio::join!(http, workers);
         let _ = self.shutdown.send(true);
-        if let Some(server) = self.server {
-            let _ = server.await;
-        }
         if let Some(auth) = &self.auth {
             auth.flush().await;
-        }
-        if let Some(workers) = self.workers {
-            workers.shutdown().await;
         }
         // The last final transitions of the batches that ran (abandoned ones are left to
         // their leases).

@@ -334,6 +334,24 @@ pub struct Config {
     #[arg(long, env = "AUTOS_WS_MAX_SUBSCRIPTIONS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
     pub ws_max_subscriptions: u32,
 
+    /// On SIGTERM, how long transfers under way may take to finish before they are given back
+    /// (and taken at once by another worker).
+    #[arg(long, env = "AUTOS_SHUTDOWN_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
+    pub shutdown_grace_secs: u64,
+
+    /// How long an outage of S3 or of the court may last before the documents waiting for it
+    /// fail (until then, work waits and resumes by itself).
+    #[arg(long, env = "AUTOS_OUTAGE_MAX_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub outage_max_secs: u64,
+
+    /// Days finished webhook deliveries (and their attempts) are kept.
+    #[arg(long, env = "AUTOS_DELIVERY_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500), global = true)]
+    pub delivery_retention_days: u32,
+
+    /// Days failed queue tasks are kept for inspection.
+    #[arg(long, env = "AUTOS_FAILED_TASK_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=36_500), global = true)]
+    pub failed_task_retention_days: u32,
+
     /// Seconds between pings to an idle WebSocket connection (one silent for three of them
     /// is closed).
     #[arg(long, env = "AUTOS_WS_PING_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]

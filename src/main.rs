@@ -157,9 +157,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let (pool, embedded) = autos::app::connect_database(config, 2).await?;
-    if config.migrate {
-        autos::db::migrate(&pool).await?;
-    }
+    autos::db::prepare(&pool, config.migrate).await?;
     let result = f(pool.clone()).await;
     pool.close().await;
     if let Some(pg) = embedded {

@@ -687,7 +687,10 @@ async fn health_readiness_playground_and_progress_page() {
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(body, json!({ "database": true, "storage": true }));
+    assert_eq!(
+        body,
+        json!({ "database": true, "storage": true, "outages": [] })
+    );
 
     for path in ["/graphql", "/"] {
         let response = app.http.get(app.url(path)).send().await.unwrap();

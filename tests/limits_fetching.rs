@@ -7,7 +7,7 @@ mod common;
 
 use common::elsewhere::Elsewhere;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -264,7 +264,6 @@ async fn last_error_is_a_stable_phrase_for_each_kind_of_failure() {
     court.add_process(
         &n,
         vec![
-            Doc::new("busy", "b.pdf", bytes(100, 2)),
             Doc::new("missing", "m.pdf", bytes(100, 3)),
             Doc::new("broken", "x.pdf", bytes(1500, 4)),
             Doc::new("sha", "s.pdf", bytes(100, 5)).sha(&wrong_sha),
@@ -273,7 +272,6 @@ async fn last_error_is_a_stable_phrase_for_each_kind_of_failure() {
             unreachable,
         ],
     );
-    court.fail_always(&n, "busy", Fault::Status(503, None));
     court.fail_always(&n, "missing", Fault::Status(404, None));
     court.fail_always(&n, "broken", Fault::Break);
     let options = Options {
@@ -291,7 +289,6 @@ async fn last_error_is_a_stable_phrase_for_each_kind_of_failure() {
     assert_eq!(job["status"], "FAILED", "{job:#}");
     let retried = |phrase: &str| format!("{phrase} (after 3 attempts)");
     let expected = [
-        ("busy", retried("the source answered 503")),
         ("missing", "the source answered 404".to_string()),
         (
             "broken",
@@ -309,6 +306,7 @@ async fn last_error_is_a_stable_phrase_for_each_kind_of_failure() {
             "huge",
             "the document is larger than AUTOS_MAX_DOCUMENT_BYTES".to_string(),
         ),
+        // Another host than the court's: its failures are the document's.
         ("unreachable", retried("the source could not be reached")),
     ];
     for (source_id, phrase) in &expected {
@@ -335,7 +333,7 @@ async fn storage_failures_show_a_stable_phrase() {
     let court = Court::start().await;
     let n = number(808);
     court.add_process(&n, vec![Doc::new("d1", "d.pdf", bytes(1000, 1))]);
-    let app = TestApp::spawn(court).await;
+    let app = TestApp::spawn_configured(court, Options::default(), |c| c.outage_max_secs = 3).await;
     // The store's bucket folder turns into a file: every upload fails, with the store's
     // error only in the log.
     let bucket = app.s3.dir.join("autos-test");
@@ -344,10 +342,61 @@ async fn storage_failures_show_a_stable_phrase() {
 
     let job = run(&app, &n).await;
     assert_eq!(job["status"], "FAILED", "{job:#}");
-    assert_eq!(doc(&job, "d1")["attempts"], 3);
+    // An outage of S3 is nobody's attempt: the document waited, then failed for it alone.
+    assert_eq!(doc(&job, "d1")["attempts"], 0);
     assert_eq!(
         last_error(&job, "d1"),
-        "storage unavailable (after 3 attempts)"
+        "the storage (S3) was unreachable for too long"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_court_that_keeps_failing_pauses_the_job_then_fails_it_with_a_stable_phrase() {
+    let court = Court::start().await;
+    let n = number(809);
+    court.add_process(
+        &n,
+        vec![
+            Doc::new("busy", "b.pdf", bytes(100, 2)),
+            Doc::new("down", "d.pdf", bytes(100, 3)),
+        ],
+    );
+    court.fail_always(&n, "busy", Fault::Status(503, None));
+    court.fail_always(&n, "down", Fault::Status(500, None));
+    let app = TestApp::spawn_configured(court, Options::default(), |c| c.outage_max_secs = 3).await;
+
+    let started = app.start(&n, false).await;
+    let id = started["job"]["id"].as_str().expect("a job id").to_string();
+    // Meanwhile the job says what it waits for, and no attempt is spent.
+    let waiting = "query($id: ID!) { job(id: $id) { status waitingFor { dependency reason }
+        documents { attempts lastError } } }";
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let job = app.data(waiting, json!({ "id": id })).await["job"].clone();
+        if job["waitingFor"] != json!([]) {
+            assert_eq!(job["status"], "RUNNING", "{job:#}");
+            assert_eq!(job["waitingFor"][0]["dependency"], "SOURCE", "{job:#}");
+            for d in job["documents"].as_array().unwrap() {
+                assert_eq!(d["attempts"], 0, "{job:#}");
+            }
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waiting: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let job = app.wait_terminal(&id, WAIT).await;
+    assert_eq!(job["status"], "FAILED", "{job:#}");
+    for source_id in ["busy", "down"] {
+        assert_eq!(doc(&job, source_id)["attempts"], 0, "{job:#}");
+        assert_eq!(
+            last_error(&job, source_id),
+            "the court source was unreachable for too long"
+        );
+    }
     app.stop().await;
 }

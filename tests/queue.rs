@@ -542,11 +542,18 @@ async fn a_dead_workers_documents_and_tasks_are_taken_again() {
         }
     })
     .await;
-    // A claim that ended with its worker counts as an attempt: the sweeper cannot tell a
-    // document the dead worker had started from one it had not.
+    // A claim that ended with its worker is the platform's doing, not the documents': no
+    // attempt is charged for it, only an interruption (a document that keeps bringing its
+    // workers down fails after ten). Each document's one attempt is its transfer that worked.
     for d in &docs {
-        assert_eq!(doc(&job, &d.id)["attempts"], 2, "{}", d.id);
+        assert_eq!(doc(&job, &d.id)["attempts"], 1, "{}", d.id);
     }
+    let interrupted: Vec<i32> =
+        sqlx::query_scalar("SELECT interruptions FROM documents ORDER BY position")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(interrupted, vec![1; docs.len()], "one interruption each");
     // The dead worker's in_progress rows were taken again and finished.
     eventually("no task row is left", WAIT, || async {
         count(&pool, "SELECT count(*) FROM fang_tasks").await == 0
@@ -617,8 +624,11 @@ async fn a_stale_in_progress_row_is_fetched_again_and_a_live_one_is_not() {
     let types = vec![kind.to_string()];
 
     let taken = queue.fetch(&types).await.unwrap().expect("the stale row");
-    assert_eq!(taken.id, abandoned);
-    assert_eq!(taken.retries, 1, "taking an abandoned row counts a retry");
+    assert_eq!(taken.task.id, abandoned);
+    assert_eq!(
+        taken.task.retries, 1,
+        "taking an abandoned row counts a retry"
+    );
     assert!(
         queue.fetch(&types).await.unwrap().is_none(),
         "neither the live row nor the one just taken again is handed out"
@@ -998,8 +1008,8 @@ async fn eight_concurrent_fetchers_take_each_of_200_rows_once() {
             tokio::spawn(async move {
                 let types = vec![kind.to_string()];
                 let mut got = Vec::new();
-                while let Some(task) = queue.fetch(&types).await.expect("fetch") {
-                    got.push(task.id);
+                while let Some(claimed) = queue.fetch(&types).await.expect("fetch") {
+                    got.push(claimed.task.id);
                 }
                 got
             })
@@ -1050,8 +1060,8 @@ async fn due_and_abandoned_tasks_are_fetched_earliest_first() {
     );
     let types = vec![kind.to_string()];
     let mut order = Vec::new();
-    while let Some(task) = queue.fetch(&types).await.unwrap() {
-        order.push(task.id);
+    while let Some(claimed) = queue.fetch(&types).await.unwrap() {
+        order.push(claimed.task.id);
     }
     assert_eq!(
         order,
@@ -1085,10 +1095,11 @@ fn rows_read(plan: &Value, table: &str) -> f64 {
 async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
     let (_db, pool) = queue_db(2).await;
     let kind = "long-queue-probe";
+    // One job's batches, as `enqueue_many` writes them: one round each.
     sqlx::query(
-        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at)
+        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at, round)
          SELECT jsonb_build_object('type', 'Probe', 'kind', $1::text, 'n', n, 'end', 'Succeed'),
-                $1, now() - interval '1 minute' + n * interval '1 millisecond', now()
+                $1, now() - interval '1 minute' + n * interval '1 millisecond', now(), n
          FROM generate_series(1, 5000) AS n",
     )
     .bind(kind)
@@ -1107,6 +1118,7 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
     .bind(vec![kind.to_string()])
     .bind(60.0f64)
     .bind(Vec::<Uuid>::new())
+    .bind(Vec::<Uuid>::new())
     .fetch_one(&mut *tx)
     .await
     .unwrap();
@@ -1123,7 +1135,7 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
         .await
         .unwrap()
         .expect("a task");
-    assert_eq!(first.metadata["n"], 1);
+    assert_eq!(first.task.metadata["n"], 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1268,12 +1280,16 @@ async fn settling_30_documents_unpacks_them_once_and_reads_them_alone() {
         each("'application/pdf'", "text"),
         each("NULL", "timestamptz"),
         each("NULL", "uuid"),
+        // Each one an attempt, none an interruption.
+        each("1", "int"),
+        each("0", "int"),
     ]
     .join(", ");
     let plan = explain_prepared(
         &pool,
         autos::db::documents::SETTLE_STATEMENT,
-        "uuid[], uuid[], text[], text[], text[], text[], bigint[], text[], timestamptz[], uuid[]",
+        "uuid[], uuid[], text[], text[], text[], text[], bigint[], text[], timestamptz[], uuid[], \
+         int[], int[]",
         &arguments,
     )
     .await;

@@ -564,7 +564,8 @@ async fn retry_after_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_ending_has_its_event_type() {
     let court = Court::start().await;
-    // One document fails at the court every time: COMPLETED_WITH_ERRORS.
+    // One document the court does not have (404, its own failure): COMPLETED_WITH_ERRORS.
+    // (A court answering 500 to everything would be an outage: the jobs would wait.)
     let partial = number(81);
     court.add_process(
         &partial,
@@ -573,11 +574,11 @@ async fn every_ending_has_its_event_type() {
             Doc::new("bad", "bad.pdf", bytes(1_000, 2)),
         ],
     );
-    court.fail_always(&partial, "bad", Fault::Status(500, None));
+    court.fail_always(&partial, "bad", Fault::Status(404, None));
     // Its only document fails: FAILED.
     let failed = number(82);
     court.add_process(&failed, vec![Doc::new("bad", "bad.pdf", bytes(1_000, 3))]);
-    court.fail_always(&failed, "bad", Fault::Status(500, None));
+    court.fail_always(&failed, "bad", Fault::Status(404, None));
     // Slow documents, cancelled before they arrive: CANCELLED.
     let cancelled = number(83);
     court.add_process(

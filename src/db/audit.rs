@@ -85,12 +85,3 @@ pub async fn page(
     .fetch_all(db)
     .await
 }
-
-/// Deletes entries older than `before`; returns how many.
-pub async fn purge(db: impl PgExecutor<'_>, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM audit_log WHERE at < $1")
-        .bind(before)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected())
-}

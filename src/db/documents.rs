@@ -156,7 +156,7 @@ pub struct BatchClaim {
 /// claim token, `$3` the lease in seconds. Public so that its plan can be checked (`EXPLAIN`).
 pub const CLAIM_STATEMENT: &str = concat!(
     "WITH claimed AS (
-        UPDATE documents d SET status = 'PROCESSING', attempts = attempts + 1, task_id = NULL,
+        UPDATE documents d SET status = 'PROCESSING', task_id = NULL,
                claim_token = $2, lease_until = now() + make_interval(secs => $3),
                updated_at = now()
         WHERE d.id = ANY($1) AND d.status = 'PENDING'
@@ -178,8 +178,8 @@ pub const CLAIM_STATEMENT: &str = concat!(
 );
 
 /// Takes the PENDING, due documents among `document_ids` that an active job (of any
-/// tenant) wants, for this worker (PENDING → PROCESSING), counting an attempt for each and
-/// moving the counts of every active job covering them (and a QUEUED job to RUNNING), in one
+/// tenant) wants, for this worker (PENDING → PROCESSING; no attempt is counted until a
+/// transfer ends with a result about the document), moving the counts of every active job covering them (and a QUEUED job to RUNNING), in one
 /// statement (the counts through `autos_shift_counts`, which sees jobs created while the
 /// statement waited for the documents: see migration 0010). Documents that are not there to take (another worker has them, they are not
 /// due, no active job wants them) are left out.
@@ -316,29 +316,37 @@ pub async fn forget_upload(
     Ok(())
 }
 
-/// Puts documents held with `token` back to PENDING untouched (their jobs were cancelled, or
-/// the batch stopped early): the attempts are not counted. Returns how many were released.
-pub async fn release(pool: &PgPool, token: Uuid, document_ids: &[Uuid]) -> Result<u64, DbError> {
+/// Puts documents held with `token` back to PENDING untouched (their jobs were cancelled, the
+/// batch stopped early, the process is stopping): no attempt is counted. Returns the released
+/// documents that an active job still wants (they need a task to take them again).
+pub async fn release(
+    db: impl PgExecutor<'_>,
+    token: Uuid,
+    document_ids: &[Uuid],
+) -> Result<Vec<Uuid>, DbError> {
     DocumentStatus::Processing.check(DocumentStatus::Pending)?;
-    let released: i64 = sqlx::query_scalar(
+    let wanted: Vec<Uuid> = sqlx::query_scalar(
         "WITH released AS (
-            UPDATE documents SET status = 'PENDING', attempts = greatest(attempts - 1, 0),
-                   next_attempt_at = now(), lease_until = NULL, claim_token = NULL,
-                   upload_key = NULL, upload_id = NULL, updated_at = now()
-            WHERE id = ANY($1) AND claim_token = $2 AND status = 'PROCESSING'
-            RETURNING id),
+            UPDATE documents d SET status = 'PENDING', next_attempt_at = now(),
+                   lease_until = NULL, claim_token = NULL, upload_key = NULL, upload_id = NULL,
+                   updated_at = now()
+            WHERE d.id = ANY($1) AND d.claim_token = $2 AND d.status = 'PROCESSING'
+            RETURNING d.id),
          counted AS (
             SELECT count(*) AS jobs FROM autos_shift_counts(
                 (SELECT array_agg(id) FROM released),
                 (SELECT array_agg('PROCESSING'::text) FROM released),
                 (SELECT array_agg('PENDING'::text) FROM released)))
-         SELECT count(*) FROM released, counted WHERE counted.jobs >= 0",
+         SELECT r.id FROM released r, counted c
+         WHERE c.jobs >= 0 AND EXISTS (
+            SELECT 1 FROM job_documents jd JOIN download_jobs j ON j.id = jd.job_id
+            WHERE jd.document_id = r.id AND j.status IN ('QUEUED', 'RUNNING'))",
     )
     .bind(document_ids)
     .bind(token)
-    .fetch_one(pool)
+    .fetch_all(db)
     .await?;
-    Ok(released as u64)
+    Ok(wanted)
 }
 
 /// How a claimed document ends its attempt.
@@ -391,36 +399,48 @@ pub struct Settling {
     pub document: Uuid,
     /// How its attempt ended.
     pub outcome: Outcome,
+    /// What it counts as.
+    pub charge: Charge,
 }
 
-/// Ends a claim with `outcome`: see [`settle_many`].
+/// What an ended claim counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// One of the document's attempts: the transfer ended with a result about the document
+    /// itself (stored, or a failure of its own: its bytes, its status at the source).
+    Attempt,
+    /// A transfer cut short by the platform (its worker died or stopped answering).
+    Interruption,
+    /// Nothing: the transfer did not happen or was not the document's doing (an outage of
+    /// S3 or of the court).
+    Nothing,
+}
+
+/// Ends one claim: see [`settle_many`].
 pub async fn settle(
     tx: &mut Transaction<'_, Postgres>,
-    document_id: Uuid,
-    token: Uuid,
-    outcome: Outcome,
+    settling: Settling,
 ) -> Result<Option<JobRow>, DbError> {
-    let settling = Settling {
-        token,
-        document: document_id,
-        outcome,
-    };
     Ok(settle_many(tx, &[settling]).await?.pop())
 }
 
 /// The statement behind [`settle_many`], with its parameters: one array per field of the
 /// ended claims (`$1` tokens, `$2` documents, `$3` statuses, then error, storage key, SHA-256,
-/// size, content type, next attempt and its task). Public so that its plan can be checked
-/// (`EXPLAIN`).
+/// size, content type, next attempt and its task, and what each counts as: `$11` attempts,
+/// `$12` interruptions, 0 or 1). Public so that its plan can be checked (`EXPLAIN`).
 pub const SETTLE_STATEMENT: &str = concat!(
     "WITH ended AS MATERIALIZED (
         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                              $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
-                             $10::uuid[])
+                             $10::uuid[], $11::int[], $12::int[])
             AS t(claim_token, id, status, last_error, storage_key, sha256, size,
-                 content_type, next_attempt_at, task_id)),
+                 content_type, next_attempt_at, task_id, attempt, interruption)),
      settled AS (
-        UPDATE documents d SET status = e.status, last_error = e.last_error,
+        UPDATE documents d SET status = e.status,
+               last_error = coalesce(e.last_error, CASE WHEN e.status = 'AVAILABLE' THEN NULL
+                                                        ELSE d.last_error END),
+               attempts = d.attempts + e.attempt,
+               interruptions = d.interruptions + e.interruption,
                storage_key = coalesce(e.storage_key, d.storage_key),
                stored_sha256 = coalesce(e.sha256, d.stored_sha256),
                stored_size = coalesce(e.size, d.stored_size),
@@ -475,12 +495,17 @@ pub async fn settle_many(
     let mut content_types: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut due: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut tasks: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut attempt: Vec<i32> = Vec::with_capacity(n);
+    let mut interruption: Vec<i32> = Vec::with_capacity(n);
     for Settling {
         token,
         document: id,
         outcome,
+        charge,
     } in ended
     {
+        attempt.push(i32::from(*charge == Charge::Attempt));
+        interruption.push(i32::from(*charge == Charge::Interruption));
         let to = outcome.status();
         DocumentStatus::Processing.check(to)?;
         tokens.push(*token);
@@ -523,6 +548,8 @@ pub async fn settle_many(
         .bind(&content_types)
         .bind(&due)
         .bind(&tasks)
+        .bind(&attempt)
+        .bind(&interruption)
         .fetch_all(&mut **tx)
         .await?;
     if touched.is_empty() {
@@ -611,9 +638,12 @@ pub async fn assign_tasks(
     Ok(())
 }
 
-/// Claimed attempts of a document (for the attempt budget when a lease expired).
-pub async fn attempts(db: impl PgExecutor<'_>, document_id: Uuid) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT attempts FROM documents WHERE id = $1")
+/// The job that queued a document's attempt, and how many of its transfers were interrupted.
+pub async fn interruptions(
+    db: impl PgExecutor<'_>,
+    document_id: Uuid,
+) -> Result<(Option<Uuid>, i32), sqlx::Error> {
+    sqlx::query_as("SELECT job_id, interruptions FROM documents WHERE id = $1")
         .bind(document_id)
         .fetch_one(db)
         .await

@@ -151,6 +151,12 @@ pub struct JobPlan {
     pub to_transfer: Vec<Uuid>,
     /// The status each of `to_transfer` had until now.
     pub transfer_from: Vec<String>,
+    /// Stored documents whose content may have changed: fetched again while they stay
+    /// AVAILABLE, with their copy and link (see [`super::refreshes`]); the job counts each
+    /// PENDING or PROCESSING, as its refresh is, until the refresh ends. In order.
+    pub to_refresh: Vec<Uuid>,
+    /// Those of `to_refresh` whose refresh another job opened already (joined, not reopened).
+    pub refreshing: Vec<Uuid>,
     /// The job's counts as it starts.
     pub counts: JobCounts,
 }
@@ -161,11 +167,13 @@ pub(crate) const ACTIVE: &str = "j.status IN ('QUEUED', 'RUNNING')";
 /// Plans a job covering every listed document of the process, locking them until the
 /// caller's transaction ends.
 ///
-/// Documents already stored with the same content are counted AVAILABLE and not sent again
-/// (without an announced SHA-256, only a forced job re-transfers them). A document another
-/// active job (of any tenant) already wants — being transferred, or waiting for its next
-/// attempt — is shared as it is: one transfer serves both jobs. Every other document is to be
-/// transferred, with a fresh attempt budget.
+/// Documents already stored with the same content are counted AVAILABLE and not sent again.
+/// A stored document whose content may have changed (another SHA-256 announced; none
+/// announced and the job forced) is refreshed, never taken away: it stays AVAILABLE while a
+/// new copy is fetched (`to_refresh`). A document another active job (of any tenant) already
+/// wants — being transferred, or waiting for its next attempt — is shared as it is: one
+/// transfer serves both jobs. Every other document is to be transferred, with a fresh attempt
+/// budget.
 pub async fn plan(
     conn: &mut PgConnection,
     process_id: Uuid,
@@ -174,7 +182,7 @@ pub async fn plan(
     let documents: Vec<(Uuid, String, bool, bool)> = sqlx::query_as(&format!(
         "SELECT d.id, d.status,
                 d.status = 'AVAILABLE' AND d.stored_sha256 IS NOT NULL AND
-                (d.sha256 = d.stored_sha256 OR (d.sha256 IS NULL AND NOT $2)) AS unchanged,
+                coalesce(d.sha256 = d.stored_sha256, NOT $2) AS unchanged,
                 EXISTS (SELECT 1 FROM job_documents jd JOIN download_jobs j ON j.id = jd.job_id
                         WHERE jd.document_id = d.id AND {ACTIVE}) AS wanted
          FROM documents d WHERE d.process_id = $1 AND d.listed ORDER BY d.position FOR UPDATE"
@@ -184,12 +192,23 @@ pub async fn plan(
     .fetch_all(&mut *conn)
     .await?;
 
+    let stored = DocumentStatus::Available.as_str();
+    let to_refresh: Vec<Uuid> = (documents.iter())
+        .filter(|(_, status, unchanged, _)| status == stored && !unchanged)
+        .map(|d| d.0)
+        .collect();
+    let refreshing = super::refreshes::lock(conn, &to_refresh).await?;
+
     let mut counts = JobCounts::default();
     let mut to_transfer = Vec::new();
     let mut transfer_from = Vec::new();
     for (id, status, unchanged, wanted) in &documents {
         match DocumentStatus::from_db(status) {
             Some(DocumentStatus::Available) if *unchanged => counts.available += 1,
+            Some(DocumentStatus::Available) => match refreshing.get(id).map(String::as_str) {
+                Some("PROCESSING") => counts.processing += 1,
+                _ => counts.pending += 1,
+            },
             Some(DocumentStatus::Processing) => counts.processing += 1,
             Some(DocumentStatus::Pending) if *wanted => counts.pending += 1,
             Some(current) => {
@@ -208,6 +227,11 @@ pub async fn plan(
         documents: documents.into_iter().map(|d| d.0).collect(),
         to_transfer,
         transfer_from,
+        refreshing: (to_refresh.iter())
+            .filter(|id| refreshing.contains_key(id))
+            .copied()
+            .collect(),
+        to_refresh,
         counts,
     })
 }
@@ -267,7 +291,7 @@ pub async fn create(
     // The documents to transfer start afresh, with the task that will transfer them.
     sqlx::query(
         "UPDATE documents d SET job_id = $1, updated_at = now(), status = 'PENDING',
-                attempts = 0, last_error = NULL, next_attempt_at = $3, task_id = t.task_id
+                attempts = 0, interruptions = 0, last_error = NULL, next_attempt_at = $3, task_id = t.task_id
          FROM UNNEST($2::uuid[], $4::uuid[]) AS t(id, task_id)
          WHERE d.id = t.id",
     )
@@ -480,7 +504,7 @@ pub async fn reopen_failed(
     let pending = vec!["PENDING"; ids.len()];
     shift_counts(conn, &ids, &failed, &pending).await?;
     sqlx::query(
-        "UPDATE documents SET status = 'PENDING', attempts = 0, last_error = NULL,
+        "UPDATE documents SET status = 'PENDING', attempts = 0, interruptions = 0, last_error = NULL,
                 next_attempt_at = now(), task_id = NULL, job_id = $2, updated_at = now()
          WHERE id = ANY($1) AND status = 'FAILED'",
     )

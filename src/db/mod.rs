@@ -31,7 +31,10 @@ pub mod audit;
 pub mod documents;
 pub mod jobs;
 pub mod keys;
+pub mod outages;
 pub mod processes;
+pub mod refreshes;
+pub mod retention;
 pub mod tenants;
 pub mod webhooks;
 
@@ -108,6 +111,49 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
 /// Applies pending migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// The migrations of this build not applied to the database yet (`version description`), in
+/// order: all of them on an empty database.
+pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let applied: Vec<i64> =
+        if sqlx::query_scalar::<_, bool>("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?
+        {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect())
+}
+
+/// Applies pending migrations when `migrate`; else refuses a database that lacks any of them
+/// (an operator who migrates apart must have done it before starting autos).
+pub async fn prepare(pool: &PgPool, migrate: bool) -> anyhow::Result<()> {
+    if migrate {
+        self::migrate(pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot apply migrations: {e}"))?;
+        return Ok(());
+    }
+    let pending = pending_migrations(pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the database's migrations: {e}"))?;
+    if let Some(first) = pending.first() {
+        anyhow::bail!(
+            "the database is not migrated ({} migration(s) of this build not applied, the first \
+             `{first}`) and AUTOS_MIGRATE=false: run `autos migrate` first, then start again",
+            pending.len()
+        );
+    }
+    Ok(())
 }
 
 /// Whether the database answers.

@@ -42,18 +42,104 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<DeliveryRo
         .await
 }
 
-/// The newest delivery of each job.
-pub async fn latest_by_jobs(
+/// A URL of a job and its newest delivery, if any (`DownloadJob.webhooks`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobWebhook {
+    /// The job.
+    pub job_id: Uuid,
+    /// The URL.
+    pub url: String,
+    /// Whether it is the creator's (`download_jobs.webhook_url`).
+    pub creator: bool,
+    /// PENDING, DELIVERED or FAILED; none before the job ends.
+    pub status: Option<String>,
+    /// Attempts of the newest delivery.
+    pub attempts: Option<i32>,
+    /// Status code of its last answer.
+    pub last_status_code: Option<i32>,
+    /// Its last failure.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// Every URL of each job — the creator's first, then the others in the order they came — with
+/// its newest delivery, in one statement.
+pub async fn by_jobs(
     db: impl PgExecutor<'_>,
     job_ids: &[Uuid],
-) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+) -> Result<Vec<JobWebhook>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT DISTINCT ON (job_id) * FROM webhook_deliveries WHERE job_id = ANY($1)
-         ORDER BY job_id, created_at DESC, id DESC",
+        "WITH urls AS (
+            SELECT j.id AS job_id, j.webhook_url AS url, true AS creator, j.created_at AS added
+            FROM download_jobs j WHERE j.id = ANY($1) AND j.webhook_url IS NOT NULL
+            UNION ALL
+            SELECT w.job_id, w.url, false, w.created_at FROM job_webhooks w
+            WHERE w.job_id = ANY($1))
+         SELECT u.job_id, u.url, u.creator, d.status, d.attempts, d.last_status_code,
+                d.last_error, d.delivered_at
+         FROM urls u LEFT JOIN LATERAL (
+            SELECT * FROM webhook_deliveries d WHERE d.job_id = u.job_id AND d.url = u.url
+            ORDER BY d.created_at DESC, d.id DESC LIMIT 1) d ON true
+         ORDER BY u.job_id, u.creator DESC, u.added, u.url",
     )
     .bind(job_ids)
     .fetch_all(db)
     .await
+}
+
+/// What [`add_job_url`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// The job had this URL already: nothing.
+    Known,
+    /// Added: called when the job ends.
+    Added,
+    /// Added to a job that had ended: a delivery of its ending was queued now.
+    Delivering,
+}
+
+/// Adds `url` to the webhooks of the job `job_id`, once per URL; if the job has ended, queues
+/// a delivery of its ending to it now. The job's row is held meanwhile, so the transaction
+/// that ends the job either sees the URL (its trigger delivers to it) or has committed before
+/// (the job is seen ended here). Returns the job as it is and what was done.
+pub async fn add_job_url(
+    pool: &PgPool,
+    job_id: Uuid,
+    url: &str,
+) -> Result<(super::JobRow, Added), super::DbError> {
+    let mut tx = pool.begin().await?;
+    let job: super::JobRow = sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1 FOR SHARE")
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if job.webhook_url.as_deref() == Some(url) {
+        return Ok((job, Added::Known));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO job_webhooks (job_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(url)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok((job, Added::Known));
+    }
+    let added = if job.status()?.is_terminal() {
+        sqlx::query(
+            "SELECT autos_enqueue_job_delivery(j, $2) FROM download_jobs j WHERE j.id = $1",
+        )
+        .bind(job_id)
+        .bind(url)
+        .execute(&mut *tx)
+        .await?;
+        Added::Delivering
+    } else {
+        Added::Added
+    };
+    tx.commit().await?;
+    Ok((job, added))
 }
 
 /// Fixes the body of a delivery at its first attempt; returns the body to send (an earlier

@@ -159,8 +159,6 @@ impl DocumentStatus {
                 | (Processing, Pending)
                 // retryFailedDocuments, or a new job for the process
                 | (Failed, Pending)
-                // a forced job found different content at the source
-                | (Available, Pending)
         )
     }
 
@@ -238,7 +236,10 @@ mod tests {
         assert!(Processing.can_become(Failed));
         assert!(Processing.can_become(Pending));
         assert!(Failed.can_become(Pending));
-        assert!(Available.can_become(Pending));
+        assert!(
+            !Available.can_become(Pending),
+            "a stored document is refreshed in place, never taken away"
+        );
         assert!(
             !Pending.can_become(Available),
             "nothing is stored without a transfer"

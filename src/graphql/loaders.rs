@@ -40,8 +40,12 @@ loader!(
     DocumentById
 );
 loader!(
-    /// The newest webhook delivery of each job, by job id.
-    DeliveryByJob
+    /// Every webhook URL of each job with its newest delivery, by job id.
+    WebhooksByJob
+);
+loader!(
+    /// The outages the workers see now (one read per request, whatever the jobs asking).
+    OutagesNow
 );
 
 impl Loader<Uuid> for ProcessById {
@@ -110,18 +114,27 @@ impl Loader<Uuid> for DocumentById {
     }
 }
 
-impl Loader<Uuid> for DeliveryByJob {
-    type Value = crate::db::webhooks::DeliveryRow;
+impl Loader<Uuid> for WebhooksByJob {
+    type Value = Vec<db::webhooks::JobWebhook>;
     type Error = LoadError;
     async fn load(
         &self,
         keys: &[Uuid],
-    ) -> Result<HashMap<Uuid, crate::db::webhooks::DeliveryRow>, LoadError> {
-        let rows = db::webhooks::latest_by_jobs(&self.0, keys).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| r.job_id.map(|job| (job, r)))
-            .collect())
+    ) -> Result<HashMap<Uuid, Vec<db::webhooks::JobWebhook>>, LoadError> {
+        let mut grouped: HashMap<Uuid, Vec<db::webhooks::JobWebhook>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in db::webhooks::by_jobs(&self.0, keys).await? {
+            grouped.entry(row.job_id).or_default().push(row);
+        }
+        Ok(grouped)
+    }
+}
+
+impl Loader<()> for OutagesNow {
+    type Value = Vec<db::outages::OutageRow>;
+    type Error = LoadError;
+    async fn load(&self, _: &[()]) -> Result<HashMap<(), Vec<db::outages::OutageRow>>, LoadError> {
+        Ok(HashMap::from([((), db::outages::current(&self.0).await?)]))
     }
 }
 
@@ -142,8 +155,10 @@ pub struct Loaders {
     pub job_documents: Cached<DocumentsByJob>,
     /// Documents by id.
     pub document: Cached<DocumentById>,
-    /// Newest webhook delivery by job id.
-    pub delivery: Cached<DeliveryByJob>,
+    /// Webhook URLs with their newest deliveries by job id.
+    pub webhooks: Cached<WebhooksByJob>,
+    /// Outages seen now.
+    pub outages: Cached<OutagesNow>,
 }
 
 impl Loaders {
@@ -155,7 +170,8 @@ impl Loaders {
         self.process_documents.enable_all_cache(false);
         self.job_documents.enable_all_cache(false);
         self.document.enable_all_cache(false);
-        self.delivery.enable_all_cache(false);
+        self.webhooks.enable_all_cache(false);
+        self.outages.enable_all_cache(false);
     }
 
     /// Fresh loaders for a caller who sees `visibility` (their caches live as long as one
@@ -172,7 +188,8 @@ impl Loaders {
             process_documents: make(DocumentsByProcess(pool.clone())),
             job_documents: make(DocumentsByJob(pool.clone())),
             document: make(DocumentById(pool.clone())),
-            delivery: make(DeliveryByJob(pool.clone())),
+            webhooks: make(WebhooksByJob(pool.clone())),
+            outages: make(OutagesNow(pool.clone())),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use super::access::{principal, Access};
 use super::errors::{client_error, code, internal};
-use super::types::{counts, Document, DocumentCounts};
+use super::types::{counts, Document, DocumentCounts, Outage};
 use crate::auth::policy::Operation;
 use crate::domain::status::JobStatus;
 use crate::jobs::Services;
@@ -28,6 +28,9 @@ pub struct JobProgress {
     pub counts: DocumentCounts,
     /// The document whose change this message reports, if one did.
     pub document: Option<Document>,
+    /// Why its remaining documents wait, if they do: the outages of S3 or of the court the
+    /// workers see now. A message is sent when one starts and when it ends.
+    pub waiting_for: Vec<Outage>,
     /// When this state was read.
     pub at: DateTime<Utc>,
 }
@@ -101,6 +104,7 @@ fn message(snapshot: &Arc<Snapshot>, floor: i32, with_document: bool) -> JobProg
         document: with_document
             .then(|| snapshot.document.clone().map(Document))
             .flatten(),
+        waiting_for: Outage::from_rows(&snapshot.waiting_for),
         at: snapshot.at,
     }
 }

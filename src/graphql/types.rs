@@ -2,10 +2,11 @@
 
 use super::errors::{client_error, code, internal, load_error};
 use super::loaders::Loaders;
+use crate::db::outages::OutageRow;
 use crate::db::{DocumentRow, JobRow, ProcessRow};
 use crate::domain::status::{DocumentStatus, JobStatus};
 use crate::jobs::Services;
-use async_graphql::{Context, Object, Result, SimpleObject, ID};
+use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 
 /// A court case, as the source lists it.
@@ -74,6 +75,47 @@ pub struct DocumentCounts {
     pub failed: i32,
 }
 
+/// What the workers depend on.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependency {
+    /// The S3 bucket.
+    Storage,
+    /// The court source.
+    Source,
+}
+
+/// An outage the workers see now: no transfer starts until it answers again, and the
+/// documents waiting for it are not charged an attempt.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Outage {
+    /// What is down.
+    pub dependency: Dependency,
+    /// Since when (the earliest any worker saw it).
+    pub since: DateTime<Utc>,
+    /// What its last failure said.
+    pub reason: String,
+}
+
+impl Outage {
+    /// The outages of `rows` that the workers know of.
+    pub fn from_rows(rows: &[OutageRow]) -> Vec<Outage> {
+        rows.iter()
+            .filter_map(|row| {
+                let dependency = match row.dependency.as_str() {
+                    "storage" => Dependency::Storage,
+                    "source" => Dependency::Source,
+                    _ => return None,
+                };
+                Some(Outage {
+                    dependency,
+                    since: row.since,
+                    reason: row.reason.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Webhook delivery of a job.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct WebhookStatus {
@@ -99,6 +141,35 @@ pub struct DownloadJob(pub JobRow);
 impl DownloadJob {
     fn status_value(&self) -> Result<JobStatus> {
         self.0.status().map_err(|e| internal(e.into()))
+    }
+
+    /// Each webhook URL's status, with whether it is the creator's.
+    async fn webhook_statuses(&self, ctx: &Context<'_>) -> Result<Vec<(bool, WebhookStatus)>> {
+        let rows = ctx
+            .data_unchecked::<Loaders>()
+            .webhooks
+            .load_one(self.0.id)
+            .await
+            .map_err(load_error)?;
+        Ok(rows
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| {
+                let status = w.status.unwrap_or_else(|| "NOT_SENT".into());
+                (
+                    w.creator,
+                    WebhookStatus {
+                        url: w.url,
+                        sent: status == "DELIVERED",
+                        attempts: w.attempts.unwrap_or(0),
+                        last_error: w.last_error,
+                        delivered_at: w.delivered_at,
+                        status,
+                        status_code: w.last_status_code,
+                    },
+                )
+            })
+            .collect())
     }
 }
 
@@ -167,42 +238,46 @@ impl DownloadJob {
     async fn error(&self) -> Option<&str> {
         self.0.error.as_deref()
     }
-    /// Webhook delivery, when the job has a webhook URL: nothing sent yet while it runs,
-    /// then the outcome of the message reporting its end.
+    /// Webhook delivery to the creator's `webhookUrl`, when it gave one: nothing sent yet
+    /// while the job runs, then the outcome of the message reporting its end.
     async fn webhook(&self, ctx: &Context<'_>) -> Result<Option<WebhookStatus>> {
-        let Some(url) = &self.0.webhook_url else {
-            return Ok(None);
-        };
-        let delivery = ctx
-            .data_unchecked::<Loaders>()
-            .delivery
-            .load_one(self.0.id)
-            .await
-            .map_err(load_error)?;
-        Ok(Some(match delivery {
-            Some(d) => WebhookStatus {
-                url: d.url,
-                sent: d.status == "DELIVERED",
-                attempts: d.attempts,
-                last_error: d.last_error,
-                delivered_at: d.delivered_at,
-                status: d.status,
-                status_code: d.last_status_code,
-            },
-            None => WebhookStatus {
-                url: url.clone(),
-                sent: false,
-                attempts: 0,
-                last_error: None,
-                delivered_at: None,
-                status: "NOT_SENT".into(),
-                status_code: None,
-            },
-        }))
+        Ok(self
+            .webhook_statuses(ctx)
+            .await?
+            .into_iter()
+            .find(|w| w.0)
+            .map(|w| w.1))
+    }
+    /// Every webhook of the job: the creator's, then those of later callers that brought a
+    /// `webhookUrl` to this job (`created: false`), in the order they came; each with the
+    /// outcome of its own delivery.
+    async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<WebhookStatus>> {
+        Ok(self
+            .webhook_statuses(ctx)
+            .await?
+            .into_iter()
+            .map(|w| w.1)
+            .collect())
     }
     /// Whether this job was started with `force: true`.
     async fn forced(&self) -> bool {
         self.0.forced
+    }
+    /// Why its remaining documents wait, if they do: the outages of S3 or of the court the
+    /// workers see now (work resumes by itself when they answer again). Empty once the job
+    /// ended.
+    async fn waiting_for(&self, ctx: &Context<'_>) -> Result<Vec<Outage>> {
+        if self.status_value()?.is_terminal() {
+            return Ok(Vec::new());
+        }
+        let rows = ctx
+            .data_unchecked::<Loaders>()
+            .outages
+            .load_one(())
+            .await
+            .map_err(load_error)?
+            .unwrap_or_default();
+        Ok(Outage::from_rows(&rows))
     }
 }
 

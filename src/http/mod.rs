@@ -21,7 +21,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -55,6 +55,10 @@ pub struct HttpState {
     pub ws_max_subscriptions: usize,
     /// How often an idle WebSocket is pinged (`AUTOS_WS_PING_SECS`).
     pub ws_ping: std::time::Duration,
+    /// Turns true when the process stops: WebSockets are closed with 1001 (going away).
+    pub closing: tokio::sync::watch::Receiver<bool>,
+    /// The WebSocket connections being served (hyper no longer tracks them once upgraded).
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 /// The router.
@@ -146,18 +150,26 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let (database, storage) = tokio::join!(
-        crate::db::ping(&state.services.pool),
-        state.services.storage.ping()
+    let pool = &state.services.pool;
+    let (database, storage, outages) = tokio::join!(
+        crate::db::ping(pool),
+        state.services.storage.ping(),
+        crate::db::outages::current(pool)
     );
     let status = if database && storage {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // What the workers see down (S3 or the court): work waits for it, nothing fails.
+    let outages: Vec<Value> = outages
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| json!({ "dependency": o.dependency, "since": o.since, "reason": o.reason }))
+        .collect();
     (
         status,
-        Json(json!({ "database": database, "storage": storage })),
+        Json(json!({ "database": database, "storage": storage, "outages": outages })),
     )
         .into_response()
 }

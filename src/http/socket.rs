@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// Close code for a refused credential (graphql-transport-ws's "Forbidden").
 pub const CLOSE_FORBIDDEN: u16 = 4403;
+/// Close code for a server going away (it stops; the client reconnects).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code for a connection that did not initialise in time.
 pub const CLOSE_INIT_TIMEOUT: u16 = 4408;
 /// Largest message a client may send.
@@ -55,7 +57,10 @@ pub fn upgrade(state: HttpState, upgrade: WebSocketUpgrade, connection: Connecti
         .write_buffer_size(4 * 1024)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve(socket, state, connection))
+        .on_upgrade(move |socket| {
+            let sockets = state.sockets.clone();
+            sockets.track_future(serve(socket, state, connection))
+        })
 }
 
 /// The credential of a `connection_init` payload: `{"authorization": "Bearer …"}`.
@@ -262,8 +267,15 @@ async fn serve(socket: WebSocket, state: HttpState, connection: Connection) {
     let init_deadline = tokio::time::sleep(INIT_DEADLINE);
     tokio::pin!(init_deadline);
     let mut heard = Instant::now();
+    let mut closing = state.closing.clone();
     loop {
         tokio::select! {
+            // The process stops: the client is told to reconnect (to another process, or
+            // to this one once it is back), before its subscriptions stop.
+            _ = async { closing.wait_for(|closing| *closing).await.is_ok() } => {
+                let _ = sink.send(close(CLOSE_GOING_AWAY, "autos is restarting: reconnect")).await;
+                return;
+            }
             received = stream.next() => {
                 heard = Instant::now();
                 let bytes = match received {

@@ -17,12 +17,15 @@
 //! the background; and the task's deletion rides on the worker's next fetch.
 
 use super::cancellations::Signal;
+use super::outage::{Dependency, Fault, Verdict, Wait};
+use super::transfer::{listed, Failed};
 use super::{Services, DOWNLOAD_TASK};
-use crate::db::documents::{self, Claim, Outcome, Settling};
+use crate::db::documents::{self, Charge, Claim, Outcome, Settling};
 use crate::domain::{names, ProcessNumber};
 use crate::queue::worker;
-use crate::source::{self, ListedDocument, SourceError};
-use crate::storage::{UploadError, UploadJournal, UploadOptions};
+use crate::queue::worker::Phase;
+use crate::source::{Blame, SourceError};
+use crate::storage::UploadJournal;
 use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
@@ -60,6 +63,14 @@ impl AsyncRunnable for DownloadBatch {
         let failed = |err: anyhow::Error| FangError {
             description: format!("batch of job {}: {err:#}", self.job_id),
         };
+        if let Some(wait) = svc.breakers.blocked() {
+            // A dependency is down and no probe is due: the documents stay PENDING, unclaimed
+            // and uncounted, and the batch comes back when one is — unless the outage has
+            // lasted too long: then they are claimed, to fail for it.
+            if !wait.outlasted(svc.settings.outage_max) {
+                return put_off(&svc, self, wait).await.map_err(failed);
+            }
+        }
         // Listening before claiming: a cancellation committed after the claim is heard.
         let signals = svc.cancellations.subscribe();
         let batch = documents::claim_batch(&svc.pool, &self.document_ids, svc.settings.lease)
@@ -88,10 +99,19 @@ impl AsyncRunnable for DownloadBatch {
     }
 }
 
+/// Puts a whole batch off until `wait.until`, its documents untouched.
+async fn put_off(svc: &Services, batch: &DownloadBatch, wait: Wait) -> anyhow::Result<()> {
+    tracing::debug!(job = %batch.job_id, dependency = wait.dependency.as_str(), until = %wait.until, "batch put off: outage");
+    crate::queue::enqueue(&svc.pool, batch, Some(wait.until))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot put a batch off: {e}"))?;
+    Ok(())
+}
+
 /// How one claimed document's attempt ended.
 enum Ended {
-    /// To be settled with this outcome.
-    Settle(Outcome),
+    /// To be settled with this outcome, counting as `Charge`.
+    Settle(Outcome, Charge),
     /// Already written (a retry was scheduled in its own transaction).
     Written,
     /// The claim was lost (its lease ran out): nothing to write.
@@ -109,8 +129,12 @@ struct BatchRun {
     /// given back when the batch ends.
     unwanted: Vec<Uuid>,
     beat: Interval,
+    /// When a heartbeat last renewed the claims.
+    renewed: Instant,
     /// Cancellations announced in this process (see [`super::cancellations`]).
     signals: Option<broadcast::Receiver<Signal>>,
+    /// The worker pool stopping: first no new transfer starts, then those under way stop.
+    phase: Option<tokio::sync::watch::Receiver<Phase>>,
 }
 
 impl BatchRun {
@@ -131,6 +155,8 @@ impl BatchRun {
             held: claims.iter().map(|c| c.document.id).collect(),
             unwanted: Vec::new(),
             beat,
+            renewed: Instant::now(),
+            phase: worker::phase(),
             svc,
         }
     }
@@ -157,6 +183,23 @@ impl BatchRun {
         let mut beating: Option<JoinHandle<Result<documents::Heartbeat, crate::db::DbError>>> =
             None;
         loop {
+            let phase = self.phase.as_ref().map_or(Phase::Running, |p| *p.borrow());
+            if phase != Phase::Running && !waiting.is_empty() {
+                // The process is stopping: what has not started is given back now (and taken
+                // at once by another worker), uncounted.
+                waiting.clear();
+                next_lane = None;
+            }
+            if phase == Phase::Halting && !stops.is_empty() {
+                tracing::info!(
+                    transfers = stops.len(),
+                    "stopping: transfers under way given back"
+                );
+                for (_, stop) in stops.drain(..) {
+                    stop.abort();
+                }
+                return Ok(());
+            }
             waiting.retain(|claim| self.to_transfer(claim.document.id));
             if waiting.is_empty() {
                 // Nothing left to start: a lane awaited for it would go unused.
@@ -191,14 +234,26 @@ impl BatchRun {
                         // Stopped: still held, given back at the end.
                         continue;
                     }
-                    if let Ended::Settle(outcome) = ended? {
-                        // Nothing else in flight in this process: nothing will come soon to
-                        // be written with it.
-                        let idle = in_flight.is_empty() && worker::lanes_idle();
-                        let settling = Settling { token: self.token, document: id, outcome };
-                        self.svc.settler.settle(self.job_id, settling, idle);
+                    match ended {
+                        Ok(Ended::Settle(outcome, charge)) => {
+                            // Nothing else in flight in this process: nothing will come soon
+                            // to be written with it.
+                            let idle = in_flight.is_empty() && worker::lanes_idle();
+                            let settling = Settling { token: self.token, document: id, outcome, charge };
+                            self.svc.settler.settle(self.job_id, settling, idle);
+                            self.forget(id);
+                        }
+                        Ok(Ended::Written) => self.forget(id),
+                        // Stopped (shutdown), or its claim lost: nothing written; what is
+                        // still held is given back at the end.
+                        Ok(Ended::Lost) => {}
+                        Err(err) => return Err(err),
                     }
-                    self.forget(id);
+                }
+                changed = next_phase(&mut self.phase) => {
+                    if changed.is_err() {
+                        self.phase = None;
+                    }
                 }
                 // A cancelled job may have been the only one wanting some of these documents
                 // (of whichever job's batch): the heartbeat, now, tells.
@@ -216,7 +271,24 @@ impl BatchRun {
                 }
                 beat = async { beating.as_mut().expect("guarded").await }, if beating.is_some() => {
                     beating = None;
-                    let beat = beat.map_err(|e| anyhow::anyhow!("heartbeat task failed: {e}"))??;
+                    let beat = match beat.map_err(|e| anyhow::anyhow!("heartbeat task failed: {e}"))? {
+                        Ok(beat) => beat,
+                        // A database blip: the claims hold until their lease runs out, so
+                        // the transfers go on; the next heartbeat comes sooner.
+                        Err(err) if self.renewed.elapsed() < self.svc.settings.lease / 2 => {
+                            tracing::warn!(error = %err, "heartbeat failed; trying again");
+                            self.beat.reset_after(HEARTBEAT_RETRY);
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "heartbeats failed for half a lease; transfers stopped");
+                            for (_, stop) in stops.drain(..) {
+                                stop.abort();
+                            }
+                            return Err(err.into());
+                        }
+                    };
+                    self.renewed = Instant::now();
                     // What ended meanwhile is no longer held anyway; what the heartbeat did
                     // not find was taken by someone else.
                     self.held.retain(|id| beat.held.contains(id));
@@ -244,23 +316,83 @@ impl BatchRun {
         self.held.contains(&id) && !self.unwanted.contains(&id)
     }
 
-    /// Gives back what is still held — documents no job wants any more, or all of them when
-    /// an error ended the batch early — so that nothing waits for a lease to run out.
+    /// Gives back what is still held — documents no job wants any more, those not started or
+    /// stopped when the process stops, or all of them when an error ended the batch early —
+    /// uncounted, so that nothing waits for a lease to run out: those an active job still
+    /// wants get a task at once, in the same transaction.
     async fn release(&mut self) -> anyhow::Result<()> {
         if self.held.is_empty() {
             return Ok(());
         }
-        let released = documents::release(&self.svc.pool, self.token, &self.held).await;
-        if let Err(err) = &released {
-            tracing::warn!(error = %err, "cannot release a batch's documents; their leases will run out");
+        let (svc, token, held, job) = (&self.svc, self.token, &self.held, self.job_id);
+        let released = with_retries("give documents back", || async move {
+            let mut tx = svc.pool.begin().await?;
+            let wanted = documents::release(&mut *tx, token, held).await?;
+            let size = svc.settings.batch_size;
+            super::enqueue_batches(&mut tx, job, &wanted, size, Utc::now())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tx.commit().await?;
+            Ok(wanted.len())
+        })
+        .await;
+        match released {
+            Ok(requeued) => {
+                if requeued > 0 {
+                    tracing::info!(documents = requeued, "documents given back, queued again");
+                }
+                self.held.clear();
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "cannot give a batch's documents back; their leases will run out");
+                Err(err)
+            }
         }
-        released.map(|_| ()).map_err(anyhow::Error::from)
+    }
+}
+
+/// How soon a failed heartbeat is tried again.
+const HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
+
+/// Tries a write that matters a few times (a database blip must not lose it), for about ten
+/// seconds in all.
+async fn with_retries<T, F, Fut>(what: &str, mut write: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut wait = Duration::from_millis(200);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match write().await {
+            Ok(done) => return Ok(done),
+            Err(err) if tries < 6 => {
+                tracing::warn!(error = %format!("{err:#}"), tries, "cannot {what}; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(3));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The next change of the worker pool's phase (never, outside a worker).
+async fn next_phase(
+    phase: &mut Option<tokio::sync::watch::Receiver<Phase>>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match phase.as_mut() {
+        Some(phase) => phase.changed().await,
+        None => std::future::pending().await,
     }
 }
 
 /// Transfers one claimed document holding `lane`, and says how it ended. Errors are database
 /// errors only: everything that can go wrong with the document itself ends in a document
-/// status.
+/// status. A transfer counts as an attempt of the document when it ends with a result about
+/// the document; one that cannot start, or fails, because S3 or the court is down counts as
+/// nothing and waits for them (see [`super::outage`]).
 async fn attempt(
     svc: Arc<Services>,
     claim: Claim,
@@ -269,6 +401,10 @@ async fn attempt(
     let settings = &svc.settings;
     let document_id = claim.document.id;
     let job_id = claim.document.job_id.unwrap_or_default();
+    if let Err(wait) = svc.breakers.admit() {
+        drop(lane);
+        return wait_for(&svc, &claim, wait).await;
+    }
     let started = Instant::now();
     // What the source and the verifier log while this transfer runs names the job and the
     // document; clients see only the stable phrase of a failure.
@@ -283,53 +419,150 @@ async fn attempt(
                 timeout_secs = settings.download_timeout.as_secs(),
                 "transfer timed out (AUTOS_DOWNLOAD_TIMEOUT_SECS)"
             );
-            Err(AttemptError::retryable("the transfer timed out"))
+            Err(AttemptError::of(
+                Dependency::Source,
+                Fault::Unclear,
+                "the transfer timed out",
+            ))
         });
     drop(lane);
 
-    let attempts = claim.document.attempts;
-    let outcome = match result {
+    // Another host the court lists documents on: its failures say nothing of the court's
+    // health (nor its answers), and count as the document's.
+    let own = svc.source.serves_itself(&listed(&claim.document));
+    let err = match result {
+        Err(mut err) if !own => {
+            if matches!(err.fault, Some((Dependency::Source, _))) {
+                err.fault = None;
+            }
+            err
+        }
         Ok(outcome) => {
             // Fractional: whole milliseconds undercount a few-millisecond transfer by a tenth.
             let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
             tracing::info!(document = %document_id, job = %job_id, ms, "document stored");
-            outcome
+            svc.breakers.served(document_id).await;
+            return Ok(Ended::Settle(outcome, Charge::Attempt));
         }
-        Err(err) if err.retryable && attempts < settings.max_attempts as i32 => {
-            let delay = retry_delay(settings.backoff, attempts, err.retry_after);
+        Err(err) => err,
+    };
+    let Some((dependency, fault)) = err.fault else {
+        if own {
+            svc.breakers.answered(Dependency::Source).await;
+        }
+        return charged_failure(&svc, &claim, err).await;
+    };
+    match svc
+        .breakers
+        .failed(dependency, document_id, fault, &err.message)
+        .await
+    {
+        Verdict::Charged => charged_failure(&svc, &claim, err).await,
+        Verdict::Unconfirmed => {
+            // Tried again after the document's own backoff, uncounted: the next failure tells.
+            let delay = retry_delay(
+                settings.backoff,
+                claim.document.attempts + 1,
+                err.retry_after,
+            );
             let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            tracing::warn!(job = %job_id, document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
-            let task = DownloadBatch {
-                job_id,
-                document_ids: vec![document_id],
-            };
-            let mut tx = svc.pool.begin().await?;
-            let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
-            documents::settle(
-                &mut tx,
-                document_id,
-                claim.token,
-                Outcome::RetryAt {
-                    error: err.message,
-                    at,
-                    task_id,
+            tracing::warn!(job = %job_id, document = %document_id, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; not counted until it fails again alone");
+            retry_at(&svc, &claim, err.message, at, Charge::Nothing).await
+        }
+        Verdict::Outage { until, since } => {
+            let asked = err
+                .retry_after
+                .and_then(|d| chrono::Duration::from_std(d).ok());
+            let until = asked.map_or(until, |asked| until.max(Utc::now() + asked));
+            tracing::warn!(job = %job_id, document = %document_id, error = %err.message, dependency = dependency.as_str(), "attempt cut short by an outage; not counted");
+            wait_for(
+                &svc,
+                &claim,
+                Wait {
+                    dependency,
+                    until,
+                    since,
                 },
             )
-            .await?;
-            tx.commit().await?;
-            return Ok(Ended::Written);
+            .await
         }
-        Err(err) => {
-            let error = if err.retryable {
-                format!("{} (after {attempts} attempts)", err.message)
-            } else {
-                err.message
-            };
-            tracing::warn!(job = %job_id, document = %document_id, attempt = attempts, %error, "document failed");
-            Outcome::Failed { error }
-        }
+    }
+}
+
+/// A failure of the document's own (or of a dependency that serves others): one of its
+/// attempts; retried after a backoff while it has attempts left, failed after.
+async fn charged_failure(
+    svc: &Arc<Services>,
+    claim: &Claim,
+    err: AttemptError,
+) -> anyhow::Result<Ended> {
+    let settings = &svc.settings;
+    let (document_id, job_id) = (claim.document.id, claim.document.job_id.unwrap_or_default());
+    // This transfer is the document's attempt number `attempts`.
+    let attempts = claim.document.attempts + 1;
+    if !(err.retryable && attempts < settings.max_attempts as i32) {
+        let error = if err.retryable {
+            format!("{} (after {attempts} attempts)", err.message)
+        } else {
+            err.message
+        };
+        tracing::warn!(job = %job_id, document = %document_id, attempt = attempts, %error, "document failed");
+        return Ok(Ended::Settle(Outcome::Failed { error }, Charge::Attempt));
+    }
+    let delay = retry_delay(settings.backoff, attempts, err.retry_after);
+    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+    tracing::warn!(job = %job_id, document = %document_id, attempt = attempts, error = %err.message, retry_in_ms = delay.as_millis() as u64, "attempt failed; will retry");
+    retry_at(svc, claim, err.message, at, Charge::Attempt).await
+}
+
+/// A document that cannot be transferred now because `wait.dependency` is down: back to
+/// PENDING uncounted, due when the dependency may answer again — or failed, once the outage
+/// has lasted longer than `AUTOS_OUTAGE_MAX_SECS`.
+async fn wait_for(svc: &Arc<Services>, claim: &Claim, wait: Wait) -> anyhow::Result<Ended> {
+    if wait.outlasted(svc.settings.outage_max) {
+        let error = wait.dependency.gave_up().to_string();
+        tracing::warn!(document = %claim.document.id, since = %wait.since, %error, "document failed");
+        return Ok(Ended::Settle(Outcome::Failed { error }, Charge::Nothing));
+    }
+    let error = wait.dependency.waiting().to_string();
+    retry_at(svc, claim, error, wait.until, Charge::Nothing).await
+}
+
+/// Puts a claimed document back to PENDING, due at `at`, with a task to transfer it then, in
+/// one transaction (tried again over a database blip).
+async fn retry_at(
+    svc: &Arc<Services>,
+    claim: &Claim,
+    error: String,
+    at: chrono::DateTime<Utc>,
+    charge: Charge,
+) -> anyhow::Result<Ended> {
+    let (document_id, token) = (claim.document.id, claim.token);
+    let task = DownloadBatch {
+        job_id: claim.document.job_id.unwrap_or_default(),
+        document_ids: vec![document_id],
     };
-    Ok(Ended::Settle(outcome))
+    let (task, error) = (&task, &error);
+    with_retries("schedule a document's next attempt", || async move {
+        let mut tx = svc.pool.begin().await?;
+        let task_id = crate::queue::enqueue(&mut *tx, task, Some(at)).await?;
+        let outcome = Outcome::RetryAt {
+            error: error.clone(),
+            at,
+            task_id,
+        };
+        let settling = Settling {
+            token,
+            document: document_id,
+            outcome,
+            charge,
+        };
+        documents::settle(&mut tx, settling).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await?;
+    Ok(Ended::Written)
 }
 
 /// The next cancellation announcement (never, once there are none to wait for).
@@ -349,14 +582,17 @@ struct AttemptError {
     message: String,
     retryable: bool,
     retry_after: Option<Duration>,
+    /// The dependency whose failure it may be, and how surely (`None`: the document's own).
+    fault: Option<(Dependency, Fault)>,
 }
 
 impl AttemptError {
-    fn retryable(message: &str) -> Self {
+    fn of(dependency: Dependency, fault: Fault, message: &str) -> Self {
         AttemptError {
             message: message.to_string(),
             retryable: true,
             retry_after: None,
+            fault: Some((dependency, fault)),
         }
     }
 }
@@ -366,6 +602,11 @@ impl From<SourceError> for AttemptError {
         AttemptError {
             retryable: err.is_retryable(),
             retry_after: err.retry_after(),
+            fault: match err.blame() {
+                Blame::Document => None,
+                Blame::Source => Some((Dependency::Source, Fault::Down)),
+                Blame::Unclear => Some((Dependency::Source, Fault::Unclear)),
+            },
             message: err.to_string(),
         }
     }
@@ -391,57 +632,24 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
             message: "the stored process number is invalid".to_string(),
             retryable: false,
             retry_after: None,
+            fault: None,
         }
     })?;
-    let listed = ListedDocument {
-        id: doc.source_id.clone(),
-        name: doc.name.clone(),
-        kind: doc.kind.clone(),
-        url: doc.url.clone(),
-        size: doc.size,
-        sha256: doc.sha256.clone(),
-        mime_type: doc.mime_type.clone(),
-    };
-    let size = doc.size.and_then(|s| u64::try_from(s).ok());
-    source::check_announced(size, None, svc.settings.max_document_bytes)?;
-    let body = svc.source.open(&number, &listed).await?;
-    let content_type = doc
-        .mime_type
-        .clone()
-        .or_else(|| body.content_type.clone())
-        .unwrap_or_else(|| "application/octet-stream".to_string());
-    let content_length = body.content_length;
-    let (verified, digest) = source::verify(
-        body,
-        size,
-        doc.sha256.as_deref(),
-        svc.settings.max_document_bytes,
-    );
     let key = names::storage_key(&number, &doc.source_id, &doc.name);
     let journal = Journal { svc, claim };
-    let options = UploadOptions {
-        size_hint: size.or(content_length),
-        announced_sha256: doc.sha256.as_deref(),
-        journal: Some(&journal),
-    };
-    let stored = svc
-        .storage
-        .put_stream(&key, &content_type, options, verified, || {
-            digest.digest().map(|(_, sha)| sha)
-        })
+    let stored = super::transfer::stream(svc, &number, doc, &key, &journal)
         .await
-        .map_err(|err| match err {
-            UploadError::Body(source) => AttemptError::from(source),
-            UploadError::Storage(message) => {
-                tracing::warn!(key = %key, error = %message, "storage failed");
-                AttemptError::retryable("storage unavailable")
+        .map_err(|failed| match failed {
+            Failed::Source(err) => AttemptError::from(err),
+            Failed::Storage => {
+                AttemptError::of(Dependency::Storage, Fault::Down, "storage unavailable")
             }
         })?;
     Ok(Outcome::Stored {
         key: stored.key,
         sha256: stored.sha256,
-        size: stored.size as i64,
-        content_type,
+        size: stored.size,
+        content_type: stored.content_type,
     })
 }
 

@@ -6,9 +6,12 @@
 
 pub mod cancellations;
 pub mod download;
+pub mod outage;
 mod quota;
+pub mod refresh;
 pub mod settler;
 pub mod sweeper;
+mod transfer;
 pub mod webhook;
 
 use crate::db::{self, DbError, JobRow, ProcessRow, Visibility};
@@ -48,6 +51,12 @@ pub struct JobSettings {
     pub presign_ttl: Duration,
     /// How long the audit log keeps an entry.
     pub audit_retention: Duration,
+    /// How long finished webhook deliveries (and their attempts) are kept.
+    pub delivery_retention: Duration,
+    /// How long failed queue tasks are kept.
+    pub failed_task_retention: Duration,
+    /// How long an outage of a dependency may last before the documents waiting for it fail.
+    pub outage_max: Duration,
     /// QUEUED or RUNNING jobs a tenant may have at once.
     pub tenant_max_active_jobs: u32,
     /// Documents a process may list and still get a job.
@@ -82,6 +91,8 @@ pub struct Services {
     pub settler: settler::Settler,
     /// Cancelled jobs, announced to the batches running here.
     pub cancellations: cancellations::Cancellations,
+    /// Outages of S3 and the court, as this process sees them.
+    pub breakers: outage::Breakers,
 }
 
 /// Per-tenant-and-number locks for [`start_download`]; entries go away with their last holder.
@@ -292,7 +303,8 @@ pub struct StartDownload {
 /// Starts a download job for a tenant, or returns the one that makes it unnecessary
 /// (`created: false`): the tenant's QUEUED or RUNNING job of the process, or its COMPLETED job
 /// unless `force`. Each tenant gets a job of its own; documents another tenant's active job is
-/// already transferring are shared, not transferred twice.
+/// already transferring are shared, not transferred twice. A `webhookUrl` brought to an
+/// existing job is added to it (see [`webhook::attach`]).
 ///
 /// Race-proof: the process row is locked while the decision is made and the job created, and
 /// a unique index allows one active job per tenant and process whatever happens.
@@ -320,7 +332,10 @@ pub async fn start_download(
     // is never refused by the quota).
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
         if let Some(job) = reusable(&svc.pool, tenant_id, process.id, request.force).await? {
-            return Ok((job, false));
+            return Ok((
+                webhook::attach(svc, job, webhook_url.as_deref()).await?,
+                false,
+            ));
         }
     }
     quota::precheck(&svc.pool, tenant_id, &svc.settings).await?;
@@ -372,7 +387,10 @@ pub async fn start_download(
         db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
         if let Some(job) = reusable(&mut *tx, tenant_id, process.id, request.force).await? {
             tx.commit().await?;
-            return Ok((job, false));
+            return Ok((
+                webhook::attach(svc, job, webhook_url.as_deref()).await?,
+                false,
+            ));
         }
         quota::decide(&mut tx, tenant_id, &svc.settings).await?;
         let plan = db::jobs::plan(&mut tx, process.id, request.force).await?;
@@ -386,6 +404,16 @@ pub async fn start_download(
             request.force,
             webhook_url.as_deref(),
             &batches.task_of_document,
+            due,
+        )
+        .await?;
+        let size = svc.settings.batch_size;
+        refresh::open(
+            &mut tx,
+            job_id,
+            &plan.to_refresh,
+            &plan.refreshing,
+            size,
             due,
         )
         .await?;

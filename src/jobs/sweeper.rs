@@ -12,17 +12,30 @@
 //! 2. a PENDING document of an active job that no live queue task will pick up (its task was
 //!    lost, deleted, or failed for good) gets a new task;
 //! 3. an active job with no open document left is made terminal;
-//! 4. audit log entries older than `AUTOS_AUDIT_RETENTION_DAYS` are deleted.
+//! 4. what is kept only for a while goes ([`retention`]): webhook deliveries that ended
+//!    `AUTOS_DELIVERY_RETENTION_DAYS` ago, tasks that failed `AUTOS_FAILED_TASK_RETENTION_DAYS`
+//!    ago, audit log entries older than `AUTOS_AUDIT_RETENTION_DAYS`, rate-limit windows older
+//!    than an hour — in bounded batches.
 //!
 //! Every step is a compare-and-set, so sweepers in several processes may run at once.
 
 use super::{download::DownloadBatch, enqueue_batches, Services};
-use crate::db::{self, documents::Outcome};
+use crate::db::{
+    self,
+    documents::{Charge, Outcome, Settling},
+};
 use chrono::Utc;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+pub mod retention;
+
+/// Interruptions (transfers whose worker died or stopped answering) after which a document
+/// fails: far more than any deploy or crash makes, few enough for a document that brings
+/// its workers down to end.
+pub const MAX_INTERRUPTIONS: i32 = 10;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +48,8 @@ pub struct Swept {
     pub orphans: usize,
     /// Jobs made terminal.
     pub finished: usize,
-    /// Audit log entries past their retention deleted.
-    pub audit_entries: usize,
+    /// Rows past their retention deleted.
+    pub pruned: retention::Pruned,
 }
 
 /// Looks every `interval` whether a pass is due in the cluster, and makes it if so, until
@@ -45,8 +58,16 @@ pub async fn run(svc: Services, interval: Duration, mut stop: watch::Receiver<bo
     loop {
         match take_turn(&svc.pool, interval).await {
             Ok(true) => match sweep(&svc).await {
-                Ok(swept) if swept != Swept::default() => {
+                Ok(swept)
+                    if Swept {
+                        pruned: Default::default(),
+                        ..swept
+                    } != Swept::default() =>
+                {
                     tracing::info!(?swept, "sweeper recovered work")
+                }
+                Ok(Swept { pruned, .. }) if pruned != Default::default() => {
+                    tracing::debug!(?pruned, "sweeper deleted rows past their retention")
                 }
                 Ok(_) => {}
                 Err(err) => tracing::error!(error = %format!("{err:#}"), "sweeper pass failed"),
@@ -81,7 +102,6 @@ pub async fn take_turn(pool: &sqlx::PgPool, interval: Duration) -> Result<bool, 
 /// One pass.
 pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
     let mut swept = Swept::default();
-    let max_attempts = svc.settings.max_attempts as i32;
 
     for (document_id, key, upload_id) in db::documents::abandoned_uploads(&svc.pool, 100).await? {
         // Until it is aborted the upload stays recorded, and the document's expired claim
@@ -102,18 +122,16 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
     let abort_grace = svc.settings.lease * 10;
     for (document_id, token) in db::documents::expired_claims(&svc.pool, 500, abort_grace).await? {
         let mut tx = svc.pool.begin().await?;
-        let attempts = db::documents::attempts(&mut *tx, document_id).await?;
-        let error = "the worker transferring it stopped responding".to_string();
-        let outcome = if attempts >= max_attempts {
+        // A worker that died or stopped answering is the platform's doing, not the
+        // document's: no attempt is counted. But a document that keeps bringing its workers
+        // down must end some time.
+        let (job_id, interruptions) = db::documents::interruptions(&mut *tx, document_id).await?;
+        let error = "the transfer was interrupted (its worker stopped)".to_string();
+        let outcome = if interruptions + 1 >= MAX_INTERRUPTIONS {
             Outcome::Failed {
-                error: format!("{error} (after {attempts} attempts)"),
+                error: format!("{error} {MAX_INTERRUPTIONS} times"),
             }
         } else {
-            let job_id: Option<Uuid> =
-                sqlx::query_scalar("SELECT job_id FROM documents WHERE id = $1")
-                    .bind(document_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
             let task = DownloadBatch {
                 job_id: job_id.unwrap_or_default(),
                 document_ids: vec![document_id],
@@ -122,10 +140,13 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
             let task_id = crate::queue::enqueue(&mut *tx, &task, Some(at)).await?;
             Outcome::RetryAt { error, at, task_id }
         };
-        if db::documents::settle(&mut tx, document_id, token, outcome)
-            .await?
-            .is_some()
-        {
+        let settling = Settling {
+            token,
+            document: document_id,
+            outcome,
+            charge: Charge::Interruption,
+        };
+        if db::documents::settle(&mut tx, settling).await?.is_some() {
             swept.expired += 1;
         }
         tx.commit().await?;
@@ -144,6 +165,8 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
         swept.orphans += ids.len();
     }
 
+    super::refresh::sweep(svc).await?;
+
     for job_id in db::jobs::settled_but_active(&svc.pool).await? {
         let mut tx = svc.pool.begin().await?;
         let job = db::jobs::finish_if_settled(&mut tx, job_id).await?;
@@ -153,10 +176,6 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
         }
     }
 
-    let retention =
-        chrono::Duration::from_std(svc.settings.audit_retention).unwrap_or(chrono::Duration::MAX);
-    if let Some(before) = Utc::now().checked_sub_signed(retention) {
-        swept.audit_entries = db::audit::purge(&svc.pool, before).await? as usize;
-    }
+    swept.pruned = retention::prune(svc).await?;
     Ok(swept)
 }

@@ -64,6 +64,26 @@ impl AsyncRunnable for DeliverWebhook {
     }
 }
 
+/// Adds `url` (checked by the caller) to the webhooks of `job`, an existing job of the
+/// caller's tenant answered to a `startDownload` that brought it: the URL gets a delivery of
+/// its own (own `webhook-id`, attempts, status) when the job ends — at once if the job has
+/// ended already, since there is no later ending to wait for. Once per URL: a URL the job has
+/// (the creator's too) is not added, nor delivered to, again. Returns the job as it is now.
+pub async fn attach(
+    svc: &Services,
+    job: db::JobRow,
+    url: Option<&str>,
+) -> Result<db::JobRow, super::JobError> {
+    let Some(url) = url else {
+        return Ok(job);
+    };
+    let (job, added) = db::webhooks::add_job_url(&svc.pool, job.id, url).await?;
+    if added != db::webhooks::Added::Known {
+        tracing::info!(job = %job.id, ?added, "webhook URL added to an existing job");
+    }
+    Ok(job)
+}
+
 /// The body of a job's webhook (contract §6), with fresh download links.
 pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Result<Value> {
     let job_id = delivery

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub job: JobRow,
     /// The document whose change caused this snapshot, if one did.
     pub document: Option<DocumentRow>,
+    /// What its remaining documents wait for: the outages seen now (none once it ended).
+    pub waiting_for: Vec<db::outages::OutageRow>,
     /// When it was read.
     pub at: DateTime<Utc>,
 }
@@ -251,13 +253,23 @@ async fn read(
     let Some(job) = db::jobs::find(pool, job_id).await? else {
         return Ok(None);
     };
-    let document = match document_id {
-        Some(id) => db::documents::find_by_ids(pool, &[id]).await?.pop(),
-        None => None,
+    let document = async {
+        match document_id {
+            Some(id) => Ok(db::documents::find_by_ids(pool, &[id]).await?.pop()),
+            None => Ok(None),
+        }
     };
+    let waiting_for = async {
+        match job.status() {
+            Ok(status) if status.is_terminal() => Ok(Vec::new()),
+            _ => db::outages::current(pool).await,
+        }
+    };
+    let (document, waiting_for) = tokio::try_join!(document, waiting_for)?;
     Ok(Some(Snapshot {
         job,
         document,
+        waiting_for,
         at: Utc::now(),
     }))
 }

@@ -11,21 +11,28 @@
 //!   (its worker died);
 //! - a row whose task type cannot be decoded is marked `failed` with the reason, instead of
 //!   ending the worker;
-//! - finished tasks are deleted and failed ones kept, for inspection;
+//! - finished tasks are deleted and failed ones kept (for
+//!   [`AUTOS_FAILED_TASK_RETENTION_DAYS`](crate::config::Config::failed_task_retention_days));
 //! - `uniq` tasks rely on a unique index, not check-then-insert;
 //! - [`enqueue`](crate::queue::enqueue) takes any executor, so a task is inserted in the
 //!   caller's transaction and exists exactly when the rows it works on do. A `NOTIFY` wakes
 //!   idle workers on commit.
+//!
+//! And two things fang never did: jobs take turns (see [`rounds`](crate::queue::rounds)), and a
+//! fetch hands its worker a [`TaskClaim`](crate::queue::TaskClaim) that every later write of the worker to the row must
+//! name, so a worker that went stale and whose task was taken again changes nothing.
 
+pub mod rounds;
 pub mod worker;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fang::{AsyncQueueError, AsyncQueueable, AsyncRunnable, FangTaskState, Task};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{FromRow, PgPool, Row};
 use std::time::Duration;
 use uuid::Uuid;
 
+pub use rounds::{enqueue, enqueue_many};
 pub use worker::{WorkerPool, WorkerSettings};
 
 /// Channel on which an enqueue wakes idle workers.
@@ -49,6 +56,26 @@ impl Default for QueueSettings {
     }
 }
 
+/// Proof that a worker holds the task row it fetched: the row, and the claim the fetch wrote
+/// on it (a new one at every fetch, also when a stale row is taken again). The worker's later
+/// writes to the row name it, and change nothing once the row is no longer its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskClaim {
+    /// The row.
+    pub id: Uuid,
+    /// What the fetch that handed the row out wrote on it.
+    pub token: Uuid,
+}
+
+/// A task a fetch handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The row as the fetch left it (`in_progress`).
+    pub task: Task,
+    /// What the worker's later writes to the row must name.
+    pub claim: TaskClaim,
+}
+
 /// fang's queue interface over our pool.
 #[derive(Clone)]
 pub struct PgQueue {
@@ -67,46 +94,105 @@ impl PgQueue {
         &self.pool
     }
 
-    /// Takes the next due task of one of `types`, or a stale one, and marks it `in_progress`.
-    pub async fn fetch(&self, types: &[String]) -> Result<Option<Task>, AsyncQueueError> {
+    /// Takes the next task of one of `types` (see [`fetch_statement`] for which) and marks it
+    /// `in_progress`, claimed by the caller.
+    pub async fn fetch(&self, types: &[String]) -> Result<Option<Claimed>, AsyncQueueError> {
         self.finish_and_fetch(&[], types).await
     }
 
-    /// Deletes the finished tasks `finished` and takes the next due one of `types`, or a
-    /// stale one, marking it `in_progress` — one statement, so a worker's turn from one task
-    /// to the next costs one round trip and one commit.
+    /// Deletes the finished tasks `finished` (those still held under these claims) and takes
+    /// the next task of one of `types`, marking it `in_progress` — one statement, so a
+    /// worker's turn from one task to the next costs one round trip and one commit.
     pub async fn finish_and_fetch(
         &self,
-        finished: &[Uuid],
+        finished: &[TaskClaim],
         types: &[String],
-    ) -> Result<Option<Task>, AsyncQueueError> {
+    ) -> Result<Option<Claimed>, AsyncQueueError> {
         static FETCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(fetch_statement);
-        Ok(sqlx::query_as::<_, Task>(FETCH.as_str())
+        let (ids, tokens) = split(finished);
+        let Some(row) = sqlx::query(FETCH.as_str())
             .bind(types)
             .bind(self.settings.stale_after.as_secs_f64())
-            .bind(finished)
+            .bind(ids)
+            .bind(tokens)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let task = Task::from_row(&row)?;
+        let claim = TaskClaim {
+            id: task.id,
+            token: row.try_get("claim")?,
+        };
+        Ok(Some(Claimed { task, claim }))
     }
 
-    /// Deletes finished tasks.
-    pub async fn remove_tasks(&self, ids: &[Uuid]) -> Result<u64, AsyncQueueError> {
-        let done = sqlx::query("DELETE FROM fang_tasks WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
+    /// Deletes finished tasks, those still held under these claims; returns how many.
+    pub async fn remove_tasks(&self, finished: &[TaskClaim]) -> Result<u64, AsyncQueueError> {
+        let (ids, tokens) = split(finished);
+        let done = sqlx::query(
+            "DELETE FROM fang_tasks f USING UNNEST($1::uuid[], $2::uuid[]) AS done(id, claim)
+             WHERE f.id = done.id AND f.claim = done.claim AND f.state = 'in_progress'",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
-    /// Marks a running task as alive.
-    pub async fn touch(&self, id: Uuid) -> Result<(), AsyncQueueError> {
-        sqlx::query(
-            "UPDATE fang_tasks SET updated_at = now() WHERE id = $1 AND state = 'in_progress'",
+    /// Marks a running task as alive; false if the row is no longer the claimant's (it went
+    /// stale and another worker took it).
+    pub async fn touch(&self, claim: TaskClaim) -> Result<bool, AsyncQueueError> {
+        let done = sqlx::query(
+            "UPDATE fang_tasks SET updated_at = now()
+             WHERE id = $1 AND claim = $2 AND state = 'in_progress'",
         )
-        .bind(id)
+        .bind(claim.id)
+        .bind(claim.token)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Fails a running task for good, keeping it with `error`; false (nothing changed) if the
+    /// row is no longer the claimant's.
+    pub async fn fail(&self, claim: TaskClaim, error: &str) -> Result<bool, AsyncQueueError> {
+        let done = sqlx::query(
+            "UPDATE fang_tasks SET state = 'failed', error_message = $3, updated_at = now()
+             WHERE id = $1 AND claim = $2 AND state = 'in_progress'",
+        )
+        .bind(claim.id)
+        .bind(claim.token)
+        .bind(error)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a running task back, due `backoff_seconds` from now (waiting apart from the rounds
+    /// until then), with `error` and one more retry counted; false (nothing changed) if the
+    /// row is no longer the claimant's.
+    pub async fn retry(
+        &self,
+        claim: TaskClaim,
+        backoff_seconds: u32,
+        error: &str,
+    ) -> Result<bool, AsyncQueueError> {
+        let done = sqlx::query(
+            "UPDATE fang_tasks SET state = 'retried', error_message = $3, retries = retries + 1,
+                    scheduled_at = now() + make_interval(secs => $4), round = NULL,
+                    updated_at = now()
+             WHERE id = $1 AND claim = $2 AND state = 'in_progress'",
+        )
+        .bind(claim.id)
+        .bind(claim.token)
+        .bind(error)
+        .bind(f64::from(backoff_seconds))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn set_state(
@@ -130,19 +216,49 @@ impl PgQueue {
     }
 }
 
+fn split(claims: &[TaskClaim]) -> (Vec<Uuid>, Vec<Uuid>) {
+    claims.iter().map(|c| (c.id, c.token)).unzip()
+}
+
+/// Deletes at most `limit` tasks that failed (for good) before `before`, oldest first;
+/// returns how many.
+pub async fn purge_failed(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM fang_tasks WHERE id IN (
+            SELECT id FROM fang_tasks WHERE state = 'failed' AND updated_at < $1
+            ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// The statement behind [`PgQueue::finish_and_fetch`], with its parameters: `$1` the task
-/// types, `$2` [`QueueSettings::stale_after`] in seconds, `$3` the finished tasks to delete.
+/// types, `$2` [`QueueSettings::stale_after`] in seconds, `$3` and `$4` the ids and claims of
+/// the finished tasks to delete. It returns the task's columns and its new `claim`.
 /// Public so that its plan can be checked (`EXPLAIN`) against a large queue.
+///
+/// Which task: first, the earliest (by schedule) of the first delayed task now due and the
+/// first abandoned one (`in_progress`, untouched for `$2`: its worker died) — they have
+/// waited already; else the first of the rounds: lowest round, then earliest schedule. Each
+/// is looked up on its own, from its own index in its order, so a fetch reads a handful of
+/// rows whatever the queue's length (an `OR` of them would read and sort every due task to
+/// return one); the rounds are not looked at when the first two found a task. A row looked
+/// up and not taken stays locked only until this statement commits.
 pub fn fetch_statement() -> String {
-    // The earliest of: the first due task, and the first abandoned one. Each is looked
-    // up on its own, so that the due one comes straight from the `fang_tasks_due` index in
-    // order (an `OR` of the two would read and sort every due task to return one). The
-    // row of the two that is not taken stays locked only until this statement commits.
     format!(
-        "WITH finished AS (DELETE FROM fang_tasks WHERE id = ANY($3)),
-         due AS (
+        "WITH finished AS (
+            DELETE FROM fang_tasks f USING UNNEST($3::uuid[], $4::uuid[]) AS done(id, claim)
+            WHERE f.id = done.id AND f.claim = done.claim AND f.state = 'in_progress'),
+         delayed AS (
             SELECT id, scheduled_at, created_at FROM fang_tasks
-            WHERE state IN ('new', 'retried') AND scheduled_at <= now()
+            WHERE state IN ('new', 'retried') AND round IS NULL AND scheduled_at <= now()
               AND task_type = ANY($1)
             ORDER BY scheduled_at, created_at
             LIMIT 1 FOR UPDATE SKIP LOCKED),
@@ -151,98 +267,32 @@ pub fn fetch_statement() -> String {
             WHERE state = 'in_progress' AND updated_at < now() - make_interval(secs => $2)
               AND task_type = ANY($1)
             ORDER BY scheduled_at, created_at
-            LIMIT 1 FOR UPDATE SKIP LOCKED)
-         UPDATE fang_tasks SET state = 'in_progress', updated_at = now(),
+            LIMIT 1 FOR UPDATE SKIP LOCKED),
+         ready AS (
+            SELECT id FROM fang_tasks
+            WHERE state IN ('new', 'retried') AND round IS NOT NULL AND scheduled_at <= now()
+              AND task_type = ANY($1)
+            ORDER BY round, scheduled_at, created_at
+            LIMIT 1 FOR UPDATE SKIP LOCKED),
+         next AS (
+            (SELECT id FROM (SELECT * FROM delayed UNION ALL SELECT * FROM abandoned) AS late
+             ORDER BY scheduled_at, created_at LIMIT 1)
+            UNION ALL
+            (SELECT id FROM ready)
+            LIMIT 1)
+         UPDATE fang_tasks SET state = 'in_progress', claim = gen_random_uuid(),
+                updated_at = now(),
                 retries = CASE WHEN state = 'in_progress' THEN retries + 1 ELSE retries END
-         WHERE id = (SELECT id FROM (SELECT * FROM due UNION ALL SELECT * FROM abandoned) AS c
-                     ORDER BY scheduled_at, created_at LIMIT 1)
-           AND {relaxed}
-         RETURNING {COLUMNS}",
+         WHERE id = (SELECT id FROM next) AND {relaxed}
+         RETURNING {COLUMNS}, claim",
         relaxed = crate::db::relaxed_commit!()
     )
 }
 
-/// Inserts `task` to run at `scheduled_at` (now when `None`), on any executor — pass a
-/// transaction to make the task part of it. Returns the task id.
-pub async fn enqueue(
-    db: impl PgExecutor<'_>,
-    task: &dyn AsyncRunnable,
-    scheduled_at: Option<DateTime<Utc>>,
-) -> Result<Uuid, AsyncQueueError> {
-    let metadata = serde_json::to_value(task)?;
-    let uniq_hash = task.uniq().then(|| {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(metadata.to_string().as_bytes()))
-    });
-    let id: Uuid = sqlx::query_scalar(
-        // DO UPDATE (a no-op) rather than DO NOTHING: it waits for a racing insert of the
-        // same uniq task and returns that row, where a fallback SELECT could not yet see it.
-        "WITH inserted AS (
-            INSERT INTO fang_tasks (id, metadata, task_type, uniq_hash, scheduled_at)
-            VALUES ($1, $2, $3, $4, coalesce($5, now()))
-            ON CONFLICT (uniq_hash) WHERE uniq_hash IS NOT NULL
-                AND state IN ('new', 'retried', 'in_progress')
-                DO UPDATE SET uniq_hash = EXCLUDED.uniq_hash
-            RETURNING id, task_type, xmax = 0 AS fresh)
-         SELECT id FROM inserted
-         CROSS JOIN LATERAL (SELECT CASE WHEN fresh THEN pg_notify($6, task_type) END) AS n",
-    )
-    .bind(Uuid::new_v4())
-    .bind(&metadata)
-    .bind(task.task_type())
-    .bind(uniq_hash)
-    .bind(scheduled_at)
-    .bind(WAKE_CHANNEL)
-    .fetch_one(db)
-    .await?;
-    Ok(id)
-}
-
-/// Inserts many (non-`uniq`) tasks in one statement, all due at `scheduled_at`, with the ids
-/// `ids` (one per task, chosen by the caller so that rows written before the tasks can name
-/// them). Like [`enqueue`], on any executor.
-pub async fn enqueue_many(
-    db: impl PgExecutor<'_>,
-    tasks: &[&dyn AsyncRunnable],
-    ids: &[Uuid],
-    scheduled_at: Option<DateTime<Utc>>,
-) -> Result<(), AsyncQueueError> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    if ids.len() != tasks.len() {
-        let mismatch = format!("{} tasks but {} ids", tasks.len(), ids.len());
-        return Err(AsyncQueueError::SerdeError(
-            <serde_json::Error as serde::de::Error>::custom(mismatch),
-        ));
-    }
-    let mut metadata = Vec::with_capacity(tasks.len());
-    let mut types = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        if task.uniq() {
-            return Err(AsyncQueueError::TaskNotUniqError);
-        }
-        metadata.push(serde_json::to_value(*task)?);
-        types.push(task.task_type());
-    }
-    sqlx::query(
-        "WITH inserted AS (
-            INSERT INTO fang_tasks (id, metadata, task_type, scheduled_at)
-            SELECT id, metadata, task_type, coalesce($4, now())
-            FROM UNNEST($1::uuid[], $2::jsonb[], $3::text[]) AS t(id, metadata, task_type)
-            RETURNING task_type)
-         SELECT pg_notify($5, task_type) FROM (SELECT DISTINCT task_type FROM inserted) AS t",
-    )
-    .bind(ids)
-    .bind(&metadata)
-    .bind(&types)
-    .bind(scheduled_at)
-    .bind(WAKE_CHANNEL)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
+/// fang's interface, for code that holds a [`Task`] but no claim (a task given the queue, fang's
+/// tooling). Its writes to a row check no claim: autos' workers write to the rows they run
+/// through [`PgQueue::touch`], [`PgQueue::fail`], [`PgQueue::retry`] and the deletion in
+/// [`PgQueue::finish_and_fetch`], which do.
 #[async_trait]
 impl AsyncQueueable for PgQueue {
     async fn fetch_and_touch_task(
@@ -250,7 +300,7 @@ impl AsyncQueueable for PgQueue {
         task_type: Option<String>,
     ) -> Result<Option<Task>, AsyncQueueError> {
         let types = vec![task_type.unwrap_or_else(|| fang::DEFAULT_TASK_TYPE.to_string())];
-        self.fetch(&types).await
+        Ok(self.fetch(&types).await?.map(|claimed| claimed.task))
     }
 
     async fn insert_task(&self, task: &dyn AsyncRunnable) -> Result<Task, AsyncQueueError> {
@@ -338,7 +388,8 @@ impl AsyncQueueable for PgQueue {
     ) -> Result<Task, AsyncQueueError> {
         let sql = format!(
             "UPDATE fang_tasks SET state = 'retried', error_message = $2, retries = retries + 1,
-                    scheduled_at = now() + make_interval(secs => $3), updated_at = now()
+                    scheduled_at = now() + make_interval(secs => $3), round = NULL,
+                    updated_at = now()
              WHERE id = $1 RETURNING {COLUMNS}"
         );
         Ok(sqlx::query_as::<_, Task>(&sql)

@@ -13,8 +13,8 @@
 //! wait for a `NOTIFY` from [`super::enqueue`], with a poll as fallback, so a new task starts
 //! at once.
 
-use super::{PgQueue, WAKE_CHANNEL};
-use fang::{AsyncQueueable, AsyncRunnable, Task};
+use super::{Claimed, PgQueue, TaskClaim, WAKE_CHANNEL};
+use fang::AsyncRunnable;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use sqlx::postgres::PgListener;
@@ -30,8 +30,27 @@ tokio::task_local! {
     static TURN: Arc<Turn>;
 }
 
+/// Where the worker pool stands: taking work, or stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Taking and running tasks.
+    Running,
+    /// Stopping: no task is taken and no new piece of work starts; what runs may finish.
+    Draining,
+    /// The grace period is over: what still runs stops and gives its work back.
+    Halting,
+}
+
+/// The phase of the pool running the current task (`None` outside a worker): tasks watch it
+/// to stop starting work, then to stop, when the process stops.
+pub fn phase() -> Option<watch::Receiver<Phase>> {
+    TURN.try_with(|turn| turn.phase.clone()).ok()
+}
+
 /// What a running task shares with its worker.
 struct Turn {
+    /// The pool's phase.
+    phase: watch::Receiver<Phase>,
     /// The pool's lanes: one permit per worker, shared by every task of the pool.
     lanes: Arc<Semaphore>,
     /// How many lanes the pool has.
@@ -88,10 +107,14 @@ pub struct WorkerSettings {
 
 /// A running set of workers.
 pub struct WorkerPool {
-    shutdown: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
     workers: JoinSet<()>,
     grace: Duration,
 }
+
+/// After the grace period, how long tasks get to give their work back before they are
+/// abandoned (then their leases return it).
+const HALT_GRACE: Duration = Duration::from_secs(10);
 
 impl WorkerPool {
     /// Starts `settings.workers` workers on `queue`, running tasks with `context`.
@@ -100,7 +123,7 @@ impl WorkerPool {
         settings: WorkerSettings,
         context: Arc<dyn Any + Send + Sync>,
     ) -> Result<Self, sqlx::Error> {
-        let (shutdown, watch_rx) = watch::channel(false);
+        let (phase, watch_rx) = watch::channel(Phase::Running);
         let wake = Arc::new(Notify::new());
         let lanes = Arc::new(Semaphore::new(settings.workers as usize));
         let mut listener = PgListener::connect_with(queue.pool()).await?;
@@ -120,22 +143,33 @@ impl WorkerPool {
             workers.spawn(worker.run());
         }
         Ok(WorkerPool {
-            shutdown,
+            phase,
             workers,
             grace: settings.shutdown_grace,
         })
     }
 
-    /// Stops taking tasks, waits up to the grace period for running ones, then stops.
-    /// Abandoned tasks are taken again by other workers once their rows go stale.
+    /// Stops taking tasks at once, and no new transfer starts (what a task has not started
+    /// it gives back, uncounted, for other workers to take at once); lets transfers under
+    /// way finish within the grace period; then stops them, and their tasks give them back
+    /// too. Only what cannot be given back then is left to its lease.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
+        let _ = self.phase.send(Phase::Draining);
         let drained = tokio::time::timeout(self.grace, async {
             while self.workers.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_err() {
-            tracing::warn!("workers still busy after the grace period; abandoning their tasks");
+        if drained.is_ok() {
+            return;
+        }
+        tracing::warn!(grace = ?self.grace, "transfers still under way after the grace period; stopping them");
+        let _ = self.phase.send(Phase::Halting);
+        let halted = tokio::time::timeout(HALT_GRACE, async {
+            while self.workers.join_next().await.is_some() {}
+        })
+        .await;
+        if halted.is_err() {
+            tracing::warn!("tasks did not stop in time; abandoning them to their leases");
             self.workers.shutdown().await;
         }
     }
@@ -144,7 +178,7 @@ impl WorkerPool {
 async fn relay_wakeups(
     mut listener: PgListener,
     wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Phase>,
 ) {
     loop {
         tokio::select! {
@@ -168,7 +202,7 @@ struct Worker {
     context: Arc<dyn Any + Send + Sync>,
     wake: Arc<Notify>,
     lanes: Arc<Semaphore>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<Phase>,
 }
 
 impl Worker {
@@ -180,9 +214,9 @@ impl Worker {
         // The newest task's turn, until it hands over or ends.
         let mut newest: Option<Arc<Turn>> = None;
         // Tasks that ran to completion, deleted by the statement that fetches the next.
-        let mut finished: Vec<uuid::Uuid> = Vec::new();
+        let mut finished: Vec<TaskClaim> = Vec::new();
         loop {
-            let stopping = *stop.borrow();
+            let stopping = *stop.borrow() != Phase::Running;
             if stopping && running.is_empty() {
                 break;
             }
@@ -200,6 +234,7 @@ impl Worker {
                     Ok(Some(task)) => {
                         finished.clear();
                         let turn = Arc::new(Turn {
+                            phase: self.shutdown.clone(),
                             lanes: self.lanes.clone(),
                             width: self.settings.workers as usize,
                             handed_over: Notify::new(),
@@ -247,25 +282,29 @@ impl Worker {
 
     /// Runs `task` and records its outcome; returns its id when it succeeded, for the next
     /// fetch to delete, and its turn.
-    async fn execute(&self, task: Task, turn: Arc<Turn>) -> (Option<uuid::Uuid>, Arc<Turn>) {
+    async fn execute(&self, task: Claimed, turn: Arc<Turn>) -> (Option<TaskClaim>, Arc<Turn>) {
         let id = self.run_task(task, turn.clone()).await;
         (id, turn)
     }
 
-    async fn run_task(&self, task: Task, turn: Arc<Turn>) -> Option<uuid::Uuid> {
+    async fn run_task(
+        &self,
+        Claimed { task, claim }: Claimed,
+        turn: Arc<Turn>,
+    ) -> Option<TaskClaim> {
         let runnable: Box<dyn AsyncRunnable> = match serde_json::from_value(task.metadata.clone()) {
             Ok(runnable) => runnable,
             Err(err) => {
                 let reason = format!("cannot decode task: {err}");
                 tracing::error!(task = %task.id, task_type = %task.task_type, %reason);
-                self.record(self.queue.fail_task(&task, &reason).await);
+                self.record(self.queue.fail(claim, &reason).await);
                 return None;
             }
         };
         if task.retries > runnable.max_retries() {
             let reason = "abandoned by its workers too many times";
             tracing::error!(task = %task.id, reason);
-            self.record(self.queue.fail_task(&task, reason).await);
+            self.record(self.queue.fail(claim, reason).await);
             return None;
         }
 
@@ -284,7 +323,7 @@ impl Worker {
             tokio::select! {
                 outcome = &mut run => break outcome,
                 _ = beat.tick() => {
-                    if let Err(err) = self.queue.touch(task.id).await {
+                    if let Err(err) = self.queue.touch(claim).await {
                         tracing::warn!(task = %task.id, error = %err, "cannot touch a running task");
                     }
                 }
@@ -292,17 +331,17 @@ impl Worker {
         };
 
         let error = match outcome {
-            Ok(Ok(())) => return Some(task.id),
+            Ok(Ok(())) => return Some(claim),
             Ok(Err(err)) => err.description,
             Err(panic) => format!("task panicked: {}", panic_message(&*panic)),
         };
         if task.retries < runnable.max_retries() {
             let backoff = runnable.backoff(task.retries.max(0) as u32);
             tracing::warn!(task = %task.id, %error, backoff, "task failed; will retry");
-            self.record(self.queue.schedule_retry(&task, backoff, &error).await);
+            self.record(self.queue.retry(claim, backoff, &error).await);
         } else {
             tracing::error!(task = %task.id, %error, "task failed for good");
-            self.record(self.queue.fail_task(&task, &error).await);
+            self.record(self.queue.fail(claim, &error).await);
         }
         None
     }

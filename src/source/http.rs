@@ -8,6 +8,7 @@
 //! as it is made ([`failures`]).
 
 mod failures;
+pub(super) use failures::UNREACHABLE;
 mod hops;
 
 use std::time::Duration;

@@ -176,6 +176,17 @@ impl fmt::Debug for DocumentBody {
     }
 }
 
+/// Whose a failed transfer is (see [`SourceError::blame`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The document's own.
+    Document,
+    /// The source's as a whole.
+    Source,
+    /// Either.
+    Unclear,
+}
+
 /// What went wrong talking to the source, classified by what the caller should do next.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SourceError {
@@ -205,6 +216,30 @@ impl SourceError {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, SourceError::Retryable { .. })
+    }
+
+    /// Whose failure it is: the document's own (its bytes, a 4xx about it, a refusal), the
+    /// source's as a whole beyond doubt (unreachable; 429, 502, 503, 504: busy or down), or
+    /// unclear (another 5xx, a timeout, a broken connection: a court down, or one document it
+    /// cannot serve).
+    pub fn blame(&self) -> Blame {
+        let SourceError::Retryable { message, .. } = self else {
+            return Blame::Document;
+        };
+        const DOWN: [&str; 5] = [
+            http::UNREACHABLE,
+            "the source answered 429",
+            "the source answered 502",
+            "the source answered 503",
+            "the source answered 504",
+        ];
+        if verify::is_about_the_bytes(message) {
+            Blame::Document
+        } else if DOWN.contains(&message.as_str()) {
+            Blame::Source
+        } else {
+            Blame::Unclear
+        }
     }
 
     /// The wait the source asked for, if any.
@@ -330,6 +365,18 @@ impl Source {
         doc: &ListedDocument,
     ) -> Result<DocumentBody, SourceError> {
         self.inner.spare.open(|| self.open_now(number, doc)).await
+    }
+
+    /// Whether `doc` is served by the source itself (its own origin, or its folder), rather
+    /// than by another host it lists documents on: only failures of the source's own are a
+    /// sign that the source is down.
+    pub fn serves_itself(&self, doc: &ListedDocument) -> bool {
+        match &self.inner.kind {
+            Kind::Http { base } => {
+                http::resolve(base, doc).is_ok_and(|url| url.origin() == base.origin())
+            }
+            Kind::File { .. } => matches!(http::absolute_http(doc), Ok(None)),
+        }
     }
 
     /// [`Source::open`] once its request slot is taken.

@@ -21,6 +21,12 @@ const SIZE_DIFFERS: &str = "the document's size differs from the announced size"
 /// All the bytes arrived, but not the announced ones.
 const SHA256_DIFFERS: &str = "the document's SHA-256 differs from the announced one";
 
+/// Whether a failure's phrase is about the document's own bytes (their size or SHA-256), as
+/// opposed to reaching the source.
+pub(crate) fn is_about_the_bytes(phrase: &str) -> bool {
+    phrase == SIZE_DIFFERS || phrase == SHA256_DIFFERS
+}
+
 /// `error`, once `detail` is logged beside it (in the caller's span: job and document).
 fn failed(error: SourceError, detail: impl std::fmt::Display) -> SourceError {
     tracing::warn!(error = %error, %detail, "document failed its checks");

@@ -167,7 +167,7 @@ async fn one_sweeper_pass_deletes_audit_entries_past_their_retention() {
     let swept = autos::jobs::sweeper::sweep(app.services())
         .await
         .expect("sweep");
-    assert_eq!(swept.audit_entries, 1);
+    assert_eq!(swept.pruned.audit_entries, 1);
     let aged = |target: &'static str| {
         let sql = format!("SELECT count(*) FROM audit_log WHERE target = '{target}'");
         let db = &app.db;

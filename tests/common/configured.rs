@@ -1,5 +1,5 @@
-//! autos with settings that [`Options`] does not carry (limits, quotas, sparing the court):
-//! the test sets them on the [`Config`] itself.
+//! autos with settings that [`Options`] does not carry (limits, quotas, sparing the court,
+//! a proxy in front of a peer): the test sets them on the [`Config`] itself.
 
 use super::{client_with, config, create_key, Court, Options, TestApp, TestDb, TestS3, TENANT};
 use autos::app::Application;
@@ -12,8 +12,19 @@ impl TestApp {
         options: Options,
         set: impl FnOnce(&mut Config),
     ) -> TestApp {
-        let db = TestDb::new().await;
-        let s3 = TestS3::start().await;
+        let (db, s3) = (TestDb::new().await, TestS3::start().await);
+        Self::spawn_on(court, db, s3, options, set).await
+    }
+
+    /// As [`TestApp::spawn_configured`], on a database and an S3 server made beforehand (say,
+    /// to put a proxy in front of one of them).
+    pub async fn spawn_on(
+        court: Court,
+        db: TestDb,
+        s3: TestS3,
+        options: Options,
+        set: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut cfg = config(&db.url, &s3, &court.url(), &options);
         set(&mut cfg);
         let app = Application::start(cfg, options.role)
@@ -30,5 +41,18 @@ impl TestApp {
             s3,
             court,
         }
+    }
+
+    /// As [`TestApp::another`], with `set` applied to the configuration before start.
+    pub async fn another_configured(
+        &self,
+        options: Options,
+        set: impl FnOnce(&mut Config),
+    ) -> Application {
+        let mut cfg = config(&self.db.url, &self.s3, &self.court.url(), &options);
+        set(&mut cfg);
+        Application::start(cfg, options.role)
+            .await
+            .expect("start another autos")
     }
 }

@@ -1,6 +1,8 @@
 //! A real HTTP court source (axum on 127.0.0.1:0) speaking the source contract, that can be
-//! told to fail in every way the contract names, and counts what it served.
+//! told to fail in every way the contract names — or go down entirely and come back — and
+//! counts what it served.
 
+use super::proxy::Gate;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -141,6 +143,8 @@ impl Drop for Sending {
 pub struct Court {
     pub addr: SocketAddr,
     state: Arc<Mutex<State_>>,
+    /// Its port, which can refuse connections and cut those open.
+    gate: Gate,
 }
 
 impl Court {
@@ -152,12 +156,26 @@ impl Court {
             .route("/redirect/{name}", get(redirect))
             .route("/hops/{n}/{number}/{id}", get(hops))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (gate, accepted) = Gate::open().await;
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(accepted, app).await;
         });
-        Court { addr, state }
+        Court {
+            addr: gate.addr,
+            state,
+            gate,
+        }
+    }
+
+    /// The court goes down entirely: connections to its port are refused, and those open
+    /// (bodies being sent among them) break. Returns how many were open.
+    pub async fn go_down(&self) -> usize {
+        self.gate.down().await
+    }
+
+    /// The court answers again, on the same port.
+    pub async fn come_back(&self) {
+        self.gate.restore().await
     }
 
     pub fn url(&self) -> String {

@@ -246,6 +246,23 @@ impl WsClient {
         }
     }
 
+    /// Reads until the server closes the connection (answering pings meanwhile): the
+    /// operation messages that came before the close, and its code if it sent one. Panics if
+    /// nothing ends by `deadline`.
+    pub async fn messages_until_closed(&mut self, deadline: Instant) -> (Vec<Value>, Option<u16>) {
+        let mut messages = Vec::new();
+        loop {
+            match self.receive_or_close(deadline).await {
+                Err(code) => return (messages, code),
+                Ok(message) if message["type"] == "ping" => {
+                    self.send(json!({ "type": "pong" })).await
+                }
+                Ok(message) if message["type"] == "ka" || message["type"] == "pong" => {}
+                Ok(message) => messages.push(message),
+            }
+        }
+    }
+
     async fn send(&mut self, message: Value) {
         self.ws
             .send(Message::text(message.to_string()))

@@ -21,7 +21,7 @@ pub(in crate::source) const DOCUMENT_REFUSED: &str = "document URL refused";
 /// The same, for a redirect the source answered a lookup with.
 pub(super) const REDIRECT_REFUSED: &str = "source redirect refused";
 /// No connection (DNS, TCP, TLS) could be made.
-const UNREACHABLE: &str = "the source could not be reached";
+pub(in crate::source) const UNREACHABLE: &str = "the source could not be reached";
 /// Connected, but the exchange broke off before the body's end.
 const BROKE: &str = "the connection broke during the transfer";
 /// No answer (its headers) within the request timeout.

@@ -1,0 +1,44 @@
+//! Rows kept only for a while: each call deletes at most a bounded batch, oldest first, so
+//! that no statement deletes millions of rows (or holds their locks) at once; rows a writer
+//! holds are skipped until a later call.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+/// Deletes at most `limit` webhook deliveries that ended (DELIVERED or FAILED) before
+/// `before`, with their attempts; returns how many. PENDING ones stay, however old.
+pub async fn finished_deliveries(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN (
+            SELECT id FROM webhook_deliveries
+            WHERE status IN ('DELIVERED', 'FAILED') AND updated_at < $1
+            ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes at most `limit` audit log entries older than `before`; returns how many.
+pub async fn audit_entries(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "DELETE FROM audit_log WHERE id IN (
+            SELECT id FROM audit_log WHERE at < $1
+            ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

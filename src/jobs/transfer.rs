@@ -1,0 +1,87 @@
+//! One document from the source into S3, as a first transfer and a refresh both do it: opened
+//! at the source, streamed through the verifier (size cap, announced length and SHA-256) into
+//! its storage key, with the multipart upload recorded by the caller's journal.
+
+use super::Services;
+use crate::db::DocumentRow;
+use crate::domain::ProcessNumber;
+use crate::source::{self, ListedDocument, SourceError};
+use crate::storage::{UploadError, UploadJournal, UploadOptions};
+
+/// A copy stored.
+pub(crate) struct Stored {
+    pub key: String,
+    pub sha256: String,
+    pub size: i64,
+    pub content_type: String,
+}
+
+/// Why a transfer failed.
+pub(crate) enum Failed {
+    /// The source, or the bytes it sent.
+    Source(SourceError),
+    /// The storage (its error is logged here).
+    Storage,
+}
+
+/// The document as the source listed it.
+pub(crate) fn listed(doc: &DocumentRow) -> ListedDocument {
+    ListedDocument {
+        id: doc.source_id.clone(),
+        name: doc.name.clone(),
+        kind: doc.kind.clone(),
+        url: doc.url.clone(),
+        size: doc.size,
+        sha256: doc.sha256.clone(),
+        mime_type: doc.mime_type.clone(),
+    }
+}
+
+/// Streams `doc` of `number` from the source into `key`.
+pub(crate) async fn stream(
+    svc: &Services,
+    number: &ProcessNumber,
+    doc: &DocumentRow,
+    key: &str,
+    journal: &dyn UploadJournal,
+) -> Result<Stored, Failed> {
+    let max = svc.settings.max_document_bytes;
+    let size = doc.size.and_then(|s| u64::try_from(s).ok());
+    source::check_announced(size, None, max).map_err(Failed::Source)?;
+    let body = svc
+        .source
+        .open(number, &listed(doc))
+        .await
+        .map_err(Failed::Source)?;
+    let content_type = doc
+        .mime_type
+        .clone()
+        .or_else(|| body.content_type.clone())
+        .unwrap_or_else(|| "application/octet-stream".to_string());
+    let content_length = body.content_length;
+    let (verified, digest) = source::verify(body, size, doc.sha256.as_deref(), max);
+    let options = UploadOptions {
+        size_hint: size.or(content_length),
+        announced_sha256: doc.sha256.as_deref(),
+        journal: Some(journal),
+    };
+    let stored = svc
+        .storage
+        .put_stream(key, &content_type, options, verified, || {
+            digest.digest().map(|(_, sha)| sha)
+        })
+        .await
+        .map_err(|err| match err {
+            UploadError::Body(source) => Failed::Source(source),
+            UploadError::Storage(message) => {
+                tracing::warn!(key = %key, error = %message, "storage failed");
+                Failed::Storage
+            }
+        })?;
+    Ok(Stored {
+        key: stored.key,
+        sha256: stored.sha256,
+        size: stored.size as i64,
+        content_type,
+    })
+}
