@@ -7,6 +7,8 @@
 //!   process's peak RSS (VmHWM).
 //! - `subscribers`: N `jobProgress` WebSocket subscribers on one job, on one `autos serve`
 //!   process, while a separate `autos work` process runs the job (see `subscribers.rs`).
+//! - `restarts`: one job through an `autos work` process left alone, and restarted every 10 s
+//!   (see `restarts.rs`).
 //!
 //! Everything runs on loopback: a court served here, an s3s-fs store served here, and the
 //! PostgreSQL of `AUTOS_BENCH_DATABASE_URL` (default: 127.0.0.1:5432).
@@ -865,6 +867,7 @@ async fn memory(admin: &str, size: usize) {
 }
 
 mod requests;
+mod restarts;
 mod subscribers;
 
 fn main() {
@@ -904,6 +907,15 @@ fn main() {
         }
         if matches!(which, "all" | "memory") {
             memory(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
+        }
+        if matches!(which, "all" | "restarts") {
+            restarts::run(
+                &admin,
+                env_usize("BENCH_RESTART_DOCS", 400),
+                env_usize("BENCH_RESTART_DOC_BYTES", 256 * 1024),
+                env_usize("BENCH_ROUNDS", 3),
+            )
+            .await;
         }
         if matches!(which, "all" | "requests") {
             requests::run(
