@@ -1040,7 +1040,7 @@ async fn the_settler_writes_what_it_holds_when_closed_and_what_comes_after() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    let batch = documents::claim_batch(&pool, &ids, Duration::from_secs(60))
+    let batch = documents::claim_batch(&pool, &ids, Duration::from_secs(60), uuid::Uuid::new_v4())
         .await
         .unwrap();
     assert_eq!(batch.claims.len(), 4);

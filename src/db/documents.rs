@@ -187,14 +187,18 @@ pub const CLAIM_STATEMENT: &str = concat!(
 /// The documents are looked up by id alone: the pool's connections keep one generic plan per
 /// statement, made with the statistics of the moment, and a plan that started from a job read
 /// every document of it at each claim on a table not yet analyzed.
+///
+/// The caller picks the claim `token`: should the answer be lost after the claim committed,
+/// it can still give back what it may hold ([`release`] by that token) instead of leaving
+/// the documents to their lease.
 pub async fn claim_batch(
     pool: &PgPool,
     document_ids: &[Uuid],
     lease: Duration,
+    token: Uuid,
 ) -> Result<BatchClaim, DbError> {
     DocumentStatus::Pending.check(DocumentStatus::Processing)?;
     JobStatus::Queued.check(JobStatus::Running)?;
-    let token = Uuid::new_v4();
     let rows: Vec<ClaimRow> = sqlx::query_as(CLAIM_STATEMENT)
         .bind(document_ids)
         .bind(token)

@@ -73,9 +73,35 @@ impl AsyncRunnable for DownloadBatch {
         }
         // Listening before claiming: a cancellation committed after the claim is heard.
         let signals = svc.cancellations.subscribe();
-        let batch = documents::claim_batch(&svc.pool, &self.document_ids, svc.settings.lease)
-            .await
-            .map_err(|e| failed(e.into()))?;
+        let token = Uuid::new_v4();
+        let lease = svc.settings.lease;
+        let batch = match documents::claim_batch(&svc.pool, &self.document_ids, lease, token).await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                // The claim may have committed and only its answer been lost (or be
+                // committing still, its connection gone): whatever it took goes back,
+                // uncounted, rather than waiting for its lease — asked now and again a
+                // moment later. The task is tried again.
+                let (pool, ids) = (&svc.pool, &self.document_ids);
+                for pause in [Duration::ZERO, UNANSWERED_CLAIM_SETTLES] {
+                    tokio::time::sleep(pause).await;
+                    let released = with_retries("give back an unanswered claim", || async move {
+                        Ok(documents::release(pool, token, ids).await?)
+                    })
+                    .await;
+                    match released {
+                        Ok(given_back) if !given_back.is_empty() => break,
+                        Ok(_) => {}
+                        Err(release) => {
+                            tracing::warn!(error = %format!("{release:#}"), "cannot give back an unanswered claim; its lease will run out");
+                            break;
+                        }
+                    }
+                }
+                return Err(failed(err.into()));
+            }
+        };
         if batch.claims.is_empty() {
             return Ok(());
         }
@@ -274,14 +300,17 @@ impl BatchRun {
                     let beat = match beat.map_err(|e| anyhow::anyhow!("heartbeat task failed: {e}"))? {
                         Ok(beat) => beat,
                         // A database blip: the claims hold until their lease runs out, so
-                        // the transfers go on; the next heartbeat comes sooner.
-                        Err(err) if self.renewed.elapsed() < self.svc.settings.lease / 2 => {
+                        // the transfers go on; the next heartbeat comes sooner. Up to three
+                        // quarters of a lease since the last renewal (a blip of half a lease
+                        // at least, wherever it falls between two heartbeats), leaving a
+                        // quarter before another worker may take the documents.
+                        Err(err) if self.renewed.elapsed() < self.svc.settings.lease * 3 / 4 => {
                             tracing::warn!(error = %err, "heartbeat failed; trying again");
                             self.beat.reset_after(HEARTBEAT_RETRY);
                             continue;
                         }
                         Err(err) => {
-                            tracing::warn!(error = %err, "heartbeats failed for half a lease; transfers stopped");
+                            tracing::warn!(error = %err, "heartbeats failed for three quarters of a lease; transfers stopped");
                             for (_, stop) in stops.drain(..) {
                                 stop.abort();
                             }
@@ -351,6 +380,10 @@ impl BatchRun {
         }
     }
 }
+
+/// How long a claim whose answer was lost may take to commit, at most (it reached the
+/// database whole; it reads and writes a batch's rows by id).
+const UNANSWERED_CLAIM_SETTLES: Duration = Duration::from_secs(1);
 
 /// How soon a failed heartbeat is tried again.
 const HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
