@@ -226,13 +226,29 @@ impl Worker {
             notified.as_mut().enable();
             let may_fetch = !stopping && newest.is_none() && running.len() < 2;
             if may_fetch {
-                match self
-                    .queue
-                    .finish_and_fetch(&finished, &self.settings.task_types)
-                    .await
-                {
+                // A task that handed over goes on while the fetch waits: it may hold what the
+                // fetch waits for (the pool's last connection, a row lock in its transaction),
+                // and left unpolled it would hold it until the fetch gave up.
+                let mut ended_meanwhile: Vec<TaskClaim> = Vec::new();
+                let fetched = {
+                    let fetch = self
+                        .queue
+                        .finish_and_fetch(&finished, &self.settings.task_types);
+                    tokio::pin!(fetch);
+                    loop {
+                        tokio::select! {
+                            fetched = &mut fetch => break fetched,
+                            Some((id, _)) = running.next() => ended_meanwhile.extend(id),
+                        }
+                    }
+                };
+                if fetched.is_ok() {
+                    // The fetch deleted those that had finished before it.
+                    finished.clear();
+                }
+                finished.append(&mut ended_meanwhile);
+                match fetched {
                     Ok(Some(task)) => {
-                        finished.clear();
                         let turn = Arc::new(Turn {
                             phase: self.shutdown.clone(),
                             lanes: self.lanes.clone(),
@@ -243,12 +259,13 @@ impl Worker {
                         running.push(self.execute(task, turn));
                         continue;
                     }
-                    Ok(None) => finished.clear(),
+                    Ok(None) => {}
                     Err(err) => {
                         tracing::error!(worker = self.n, error = %err, "cannot fetch a task");
                         tokio::select! {
                             _ = tokio::time::sleep(self.settings.poll_interval) => {}
                             _ = stop.changed() => {}
+                            Some((id, _)) = running.next() => finished.extend(id),
                         }
                         continue;
                     }

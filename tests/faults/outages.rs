@@ -77,14 +77,7 @@ fn probes_within(outage: Duration) -> u32 {
     probes
 }
 
-/// One outage test at a time. Two in-process applications going through outages at once
-/// have been seen to exhaust one's database pool for 30 s (its API then answers TIMEOUT,
-/// though the job still completes): a defect under investigation, kept out of these tests'
-/// way so that they show what they are about.
-static ONE_OUTAGE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn through_an_outage(down: Dependency, outage: Duration, case: u32) {
-    let _turn = ONE_OUTAGE_AT_A_TIME.lock().await;
     let court = Court::start().await;
     let n = number(case);
     // Four rounds of four transfers of a second each.
