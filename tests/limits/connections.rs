@@ -42,15 +42,27 @@ async fn a_body_over_max_body_bytes_gets_413_and_nothing_runs() {
         .header(header::CONTENT_TYPE, "application/json")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
-        .await
-        .expect("request");
-    let chunked = Reply::of(chunked).await;
-    assert_eq!(
-        chunked.status,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        chunked.text
-    );
+        .await;
+    match chunked {
+        Ok(chunked) => {
+            let chunked = Reply::of(chunked).await;
+            assert_eq!(
+                chunked.status,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "{}",
+                chunked.text
+            );
+        }
+        // The server answered 413 and closed the connection before the client had written
+        // the rest: refused as well (on a busy machine the client may not read the answer).
+        Err(err) => {
+            let seen = format!("{err:?}");
+            assert!(
+                seen.contains("BrokenPipe") || seen.contains("ConnectionReset"),
+                "{seen}"
+            );
+        }
+    }
 
     assert_eq!(jobs_in_db(&app).await, 0, "a job was created");
     assert_eq!(app.court.lookups(), 0, "the court was asked");
