@@ -56,6 +56,9 @@ pub fn rule(operation: Operation, field: &str) -> Option<Rule> {
         (Subscription, "jobProgress") => ScopeOrTokenJob(Read, "jobId"),
         (Object("Viewer"), "tenant" | "keyId" | "scopes") => Scope(Read),
         (Object("Viewer"), "webhookSecret") => Scope(Write),
+        // Webhook URLs are the tenant's integration (they often carry a secret of the
+        // receiver's): keys only, never a progress token handed to a browser.
+        (Object("DownloadJob"), "webhook" | "webhooks") => Scope(Read),
         _ => return None,
     })
 }

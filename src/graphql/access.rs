@@ -1,4 +1,5 @@
-//! The GraphQL side of access control: one guard on each root type (and on `Viewer`) asks
+//! The GraphQL side of access control: one guard on each root type (and on `Viewer` and a
+//! job's webhooks) asks
 //! [`crate::auth::policy`] whether the caller may use the field about to run.
 
 use super::errors::{client_error, code};

@@ -1,7 +1,9 @@
 //! GraphQL object types, resolved from database rows through the request's loaders.
 
+use super::access::Access;
 use super::errors::{client_error, code, internal, load_error};
 use super::loaders::Loaders;
+use crate::auth::policy::Operation;
 use crate::db::outages::OutageRow;
 use crate::db::{DocumentRow, JobRow, ProcessRow};
 use crate::domain::status::{DocumentStatus, JobStatus};
@@ -240,6 +242,7 @@ impl DownloadJob {
     }
     /// Webhook delivery to the creator's `webhookUrl`, when it gave one: nothing sent yet
     /// while the job runs, then the outcome of the message reporting its end.
+    #[graphql(guard = "Access(Operation::Object(\"DownloadJob\"))")]
     async fn webhook(&self, ctx: &Context<'_>) -> Result<Option<WebhookStatus>> {
         Ok(self
             .webhook_statuses(ctx)
@@ -251,6 +254,7 @@ impl DownloadJob {
     /// Every webhook of the job: the creator's, then those of later callers that brought a
     /// `webhookUrl` to this job (`created: false`), in the order they came; each with the
     /// outcome of its own delivery.
+    #[graphql(guard = "Access(Operation::Object(\"DownloadJob\"))")]
     async fn webhooks(&self, ctx: &Context<'_>) -> Result<Vec<WebhookStatus>> {
         Ok(self
             .webhook_statuses(ctx)

@@ -70,6 +70,18 @@ async fn a_progress_token_reads_its_own_job_and_nothing_else() {
         let got = post(&token, app.addr, query, variables).await;
         assert_forbidden_at(&got, &[field], &format!("token asking for {field}"));
     }
+    // The tenant's webhook URLs are not the browser's to read.
+    for field in ["webhook", "webhooks"] {
+        let query = format!("query($id: ID!) {{ job(id: $id) {{ {field} {{ url }} }} }}");
+        let got = post(&token, app.addr, &query, json!({ "id": shown })).await;
+        assert_forbidden_at(&got, &["job", field], &format!("token asking for {field}"));
+        let got = post(&app.http, app.addr, &query, json!({ "id": shown })).await;
+        assert!(
+            got.body.get("errors").is_none(),
+            "a key reads {field}: {:#}",
+            got.body
+        );
+    }
     assert_eq!(jobs_in_db(&app).await, 2, "no job was started");
     assert_eq!(app.court.lookups(), lookups, "the court was not asked");
     let job = app.wait_terminal(&other, WAIT).await;
