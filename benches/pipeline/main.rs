@@ -105,14 +105,20 @@ async fn listing(State(s): State<Arc<CourtState>>, Path(number): Path<String>) -
     } else {
         return axum::http::StatusCode::NOT_FOUND.into_response();
     };
+    Json(listed(&number, count, s.size, &s.shas)).into_response()
+}
+
+/// The court's listing of `number`: its first `count` documents `d0…`, of `size` bytes each,
+/// at `files/{i}`.
+fn listed(number: &str, count: usize, size: usize, shas: &[String]) -> Value {
     let documents: Vec<Value> = (0..count)
         .map(|i| {
             json!({"id": format!("d{i}"), "name": format!("Documento {i}.pdf"),
-                   "url": format!("files/{i}"), "size": s.size, "sha256": s.shas[i],
+                   "url": format!("files/{i}"), "size": size, "sha256": shas[i],
                    "mimeType": "application/pdf"})
         })
         .collect();
-    Json(json!({"number": number, "court": "TJSP", "documents": documents})).into_response()
+    json!({"number": number, "court": "TJSP", "documents": documents})
 }
 
 async fn file(State(s): State<Arc<CourtState>>, Path(id): Path<usize>) -> Response {

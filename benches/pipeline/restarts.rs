@@ -8,7 +8,7 @@
 //! The API runs in this process (`Role::SERVE`); the court counts the GETs of each document.
 
 use super::{
-    authorize, autos_binary, body_stream, drop_database, fresh_database, run_job, sha_of,
+    authorize, autos_binary, body_stream, drop_database, fresh_database, listed, run_job, sha_of,
     spawn_autos, CHUNK, KEY, SECRET,
 };
 use autos::app::{Application, Role};
@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
-use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,14 +54,7 @@ async fn listing(State(s): State<Arc<SlowCourt>>, Path(number): Path<String>) ->
     if number != NUMBER {
         return axum::http::StatusCode::NOT_FOUND.into_response();
     }
-    let documents: Vec<Value> = (0..s.count)
-        .map(|i| {
-            json!({"id": format!("d{i}"), "name": format!("Documento {i}.pdf"),
-                   "url": format!("files/{i}"), "size": s.size, "sha256": s.shas[i],
-                   "mimeType": "application/pdf"})
-        })
-        .collect();
-    Json(json!({"number": number, "court": "TJSP", "documents": documents})).into_response()
+    Json(listed(&number, s.count, s.size, &s.shas)).into_response()
 }
 
 async fn file(State(s): State<Arc<SlowCourt>>, Path(id): Path<usize>) -> Response {

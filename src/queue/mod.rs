@@ -227,16 +227,10 @@ pub async fn purge_failed(
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "DELETE FROM fang_tasks WHERE id IN (
-            SELECT id FROM fang_tasks WHERE state = 'failed' AND updated_at < $1
-            ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    )
-    .bind(before)
-    .bind(limit)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
+    const DELETE: &str = "DELETE FROM fang_tasks WHERE id IN (
+        SELECT id FROM fang_tasks WHERE state = 'failed' AND updated_at < $1
+        ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
+    crate::db::retention::delete_batch(pool, DELETE, before, limit).await
 }
 
 /// The statement behind [`PgQueue::finish_and_fetch`], with its parameters: `$1` the task

@@ -222,23 +222,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(court: Court, options: Options) -> TestApp {
-        let db = TestDb::new().await;
-        let s3 = TestS3::start().await;
-        let cfg = config(&db.url, &s3, &court.url(), &options);
-        let app = Application::start(cfg, options.role)
-            .await
-            .expect("start autos");
-        let addr = app.addr.expect("serving");
-        let key = create_key(&db.url, TENANT, &[autos::auth::Scope::Write]).await;
-        TestApp {
-            app: Some(app),
-            addr,
-            http: client_with(&key),
-            key,
-            db,
-            s3,
-            court,
-        }
+        Self::spawn_configured(court, options, |_| {}).await
     }
 
     /// Another autos process-alike (its own pools, workers) on the same database, S3 and court.
