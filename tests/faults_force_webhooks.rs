@@ -721,3 +721,38 @@ async fn a_webhook_brought_to_a_completed_job_is_called_at_once_and_once() {
     assert_eq!(hooks.requests("/late").len(), 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_takes_at_most_twenty_webhook_urls() {
+    let court = Court::start().await;
+    let n = number(1220);
+    court.add_process(&n, vec![Doc::new("d1", "a.pdf", bytes(2_000, 1))]);
+    // The job runs while the URLs come.
+    court.fail(&n, "d1", vec![slow(100, 200)]);
+    let app = spawn(court).await;
+    let hooks = Receiver::start().await;
+    let url = |i: usize| hooks.url(&format!("/h{i}"));
+
+    let (created, id, _) = start(&app, &app.http, &n, false, Some(&url(0))).await;
+    assert!(created);
+    for i in 1..20 {
+        let (created, same, _) = start(&app, &app.http, &n, false, Some(&url(i))).await;
+        assert!(!created && same == id, "caller {i}");
+    }
+    // A URL the job has already is no addition, even at the cap.
+    start(&app, &app.http, &n, false, Some(&url(7))).await;
+    let refused = post_gql(
+        &app.http,
+        app.addr,
+        START,
+        json!({ "n": n, "f": false, "w": url(20) }),
+    )
+    .await;
+    assert_eq!(error_code(&refused), "QUOTA_EXCEEDED", "{refused:#}");
+    let listed = webhooks_of(&app, &app.http, &id).await;
+    let urls: Vec<String> = (listed["webhooks"].as_array().unwrap().iter())
+        .map(|w| w["url"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(urls, (0..20).map(url).collect::<Vec<_>>(), "{listed:#}");
+    app.stop().await;
+}

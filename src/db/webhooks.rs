@@ -97,7 +97,13 @@ pub enum Added {
     Added,
     /// Added to a job that had ended: a delivery of its ending was queued now.
     Delivering,
+    /// Not added: the job has [`MAX_URLS_PER_JOB`] URLs already.
+    Full,
 }
+
+/// Webhook URLs a job may have, its creator's included: each is a delivery (and a request
+/// out) when the job ends.
+pub const MAX_URLS_PER_JOB: i64 = 20;
 
 /// Adds `url` to the webhooks of the job `job_id`, once per URL; if the job has ended, queues
 /// a delivery of its ending to it now. The job's row is held meanwhile, so the transaction
@@ -109,12 +115,30 @@ pub async fn add_job_url(
     url: &str,
 ) -> Result<(super::JobRow, Added), super::DbError> {
     let mut tx = pool.begin().await?;
-    let job: super::JobRow = sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1 FOR SHARE")
+    // Held against the job's end and against other callers adding URLs (the count below).
+    let job: super::JobRow = sqlx::query_as("SELECT * FROM download_jobs WHERE id = $1 FOR UPDATE")
         .bind(job_id)
         .fetch_one(&mut *tx)
         .await?;
     if job.webhook_url.as_deref() == Some(url) {
         return Ok((job, Added::Known));
+    }
+    let known: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM job_webhooks WHERE job_id = $1 AND url = $2)",
+    )
+    .bind(job_id)
+    .bind(url)
+    .fetch_one(&mut *tx)
+    .await?;
+    if known {
+        return Ok((job, Added::Known));
+    }
+    let others: i64 = sqlx::query_scalar("SELECT count(*) FROM job_webhooks WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if others + i64::from(job.webhook_url.is_some()) >= MAX_URLS_PER_JOB {
+        return Ok((job, Added::Full));
     }
     let inserted = sqlx::query(
         "INSERT INTO job_webhooks (job_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING",

@@ -63,7 +63,9 @@ pub fn job_error(err: JobError) -> Error {
             JobError::JobNotFound(_) => code::JOB_NOT_FOUND,
             JobError::InvalidWebhookUrl(_) => code::INVALID_WEBHOOK_URL,
             JobError::SourceUnavailable => code::SOURCE_UNAVAILABLE,
-            JobError::QuotaExceeded { .. } => code::QUOTA_EXCEEDED,
+            JobError::QuotaExceeded { .. } | JobError::TooManyWebhooks { .. } => {
+                code::QUOTA_EXCEEDED
+            }
             JobError::ProcessTooLarge { .. } => code::PROCESS_TOO_LARGE,
             JobError::InvalidState(_) => code::INVALID_STATE,
             JobError::Internal(_) => code::INTERNAL,

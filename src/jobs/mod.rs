@@ -187,6 +187,12 @@ pub enum JobError {
         /// `AUTOS_TENANT_MAX_ACTIVE_JOBS`.
         limit: u32,
     },
+    /// The job has as many webhook URLs as it may.
+    #[error("quota exceeded: the job already has {limit} webhook URLs, the most it may have")]
+    TooManyWebhooks {
+        /// [`crate::db::webhooks::MAX_URLS_PER_JOB`].
+        limit: i64,
+    },
     /// The process lists more documents than a job may cover.
     #[error("process {number} has {documents} documents, more than the {limit} a job may cover")]
     ProcessTooLarge {

@@ -78,6 +78,11 @@ pub async fn attach(
         return Ok(job);
     };
     let (job, added) = db::webhooks::add_job_url(&svc.pool, job.id, url).await?;
+    if added == db::webhooks::Added::Full {
+        return Err(super::JobError::TooManyWebhooks {
+            limit: db::webhooks::MAX_URLS_PER_JOB,
+        });
+    }
     if added != db::webhooks::Added::Known {
         tracing::info!(job = %job.id, ?added, "webhook URL added to an existing job");
     }
