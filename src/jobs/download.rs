@@ -460,16 +460,7 @@ async fn attempt(
         });
     drop(lane);
 
-    // Another host the court lists documents on: its failures say nothing of the court's
-    // health (nor its answers), and count as the document's.
-    let own = svc.source.serves_itself(&listed(&claim.document));
-    let err = match result {
-        Err(mut err) if !own => {
-            if matches!(err.fault, Some((Dependency::Source, _))) {
-                err.fault = None;
-            }
-            err
-        }
+    let mut err = match result {
         Ok(outcome) => {
             // Fractional: whole milliseconds undercount a few-millisecond transfer by a tenth.
             let ms = (started.elapsed().as_secs_f64() * 1e4).round() / 10.0;
@@ -479,6 +470,12 @@ async fn attempt(
         }
         Err(err) => err,
     };
+    // Another host the court lists documents on: its failures say nothing of the court's
+    // health (nor its answers), and count as the document's.
+    let own = svc.source.serves_itself(&listed(&claim.document));
+    if !own && matches!(err.fault, Some((Dependency::Source, _))) {
+        err.fault = None;
+    }
     let Some((dependency, fault)) = err.fault else {
         if own {
             svc.breakers.answered(Dependency::Source).await;
