@@ -9,7 +9,7 @@ use crate::graphql;
 use crate::http::{self, HttpState};
 use crate::jobs::{self, JobSettings, Services};
 use crate::queue::{PgQueue, QueueSettings, WorkerPool, WorkerSettings};
-use crate::source::{Source, SourceConfig};
+use crate::source::{Source, SourceConfig, Sources};
 use crate::storage::{Storage, StorageConfig, DEFAULT_PART_SIZE};
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -300,7 +300,7 @@ impl Application {
                 url.to_string()
             }
         };
-        let source = Source::new(SourceConfig {
+        let source_config = SourceConfig {
             token: config.source_token.clone(),
             allowed_hosts: crate::net::HostPattern::parse_list(&config.source_allowed_hosts)
                 .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_ALLOWED_HOSTS: {e}"))?,
@@ -308,9 +308,15 @@ impl Application {
             concurrency: config.source_concurrency,
             not_found_ttl: Duration::from_secs(config.source_not_found_ttl_secs),
             ..SourceConfig::new(source_url)
-        })
-        .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_URL: {e}"))?;
-        tracing::info!(source = %source.describe(), "court source");
+        };
+        let source = Source::new(source_config.clone())
+            .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_URL: {e}"))?;
+        let sources = match &config.sources_file {
+            Some(path) => Sources::from_file(path, &source_config, source)
+                .map_err(|e| anyhow::anyhow!("AUTOS_SOURCES_FILE: {e}"))?,
+            None => Sources::single(source),
+        };
+        tracing::info!(sources = %sources.describe(), "court sources");
 
         let webhook_policy = crate::webhook::TargetPolicy::from_config(
             config.webhook_allow_private,
@@ -328,7 +334,7 @@ impl Application {
             webhooks,
             webhook_policy,
             pool: pool.clone(),
-            source,
+            sources,
             storage,
             settings: JobSettings {
                 batch_size: config.batch_size as usize,

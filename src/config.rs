@@ -149,6 +149,12 @@ pub struct Config {
     #[arg(long, env = "AUTOS_SOURCE_URL", global = true)]
     pub source_url: Option<String>,
 
+    /// A TOML file of sources by court (`[[source]]` with `name`, `courts`, `url`, optional
+    /// `username`/`password`, `rate_per_minute`): numbers of those courts go there, the rest to
+    /// AUTOS_SOURCE_URL.
+    #[arg(long, env = "AUTOS_SOURCES_FILE", global = true)]
+    pub sources_file: Option<std::path::PathBuf>,
+
     /// Sent as `Authorization: Bearer …` to the source.
     #[arg(
         long,

@@ -40,6 +40,10 @@ pub struct DocumentRow {
     pub size: Option<i64>,
     /// Announced SHA-256.
     pub sha256: Option<String>,
+    /// CNJ secrecy level, 0 (public) to 5.
+    pub sigilo: i16,
+    /// The source id of the document this one is attached to.
+    pub parent_source_id: Option<String>,
     /// Status (see [`DocumentStatus`]).
     pub status: String,
     /// Job now responsible for it.

@@ -21,6 +21,10 @@ pub struct ProcessRow {
     pub looked_up_at: DateTime<Utc>,
     /// First seen.
     pub created_at: DateTime<Utc>,
+    /// The name of the source it was read from (`default`: `AUTOS_SOURCE_URL`).
+    pub source: String,
+    /// CNJ secrecy level, 0 (public) to 5.
+    pub sigilo: i16,
 }
 
 /// A document as the source lists it, ready to store.
@@ -156,6 +160,49 @@ pub async fn upsert_process(
     .fetch_one(&mut *conn)
     .await?;
     Ok((upserted.process, upserted.inserted))
+}
+
+/// Records which source a process was read from and its secrecy level, when they changed.
+pub async fn set_origin(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+    source: &str,
+    sigilo: i16,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE processes SET source = $2, sigilo = $3
+         WHERE id = $1 AND (source, sigilo) IS DISTINCT FROM ($2, $3)",
+    )
+    .bind(process_id)
+    .bind(source)
+    .bind(sigilo)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records the secrecy level and parent of a process's documents (MNI listings carry them;
+/// a listing without either leaves the defaults alone).
+pub async fn set_lineage(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+    source_ids: &[&str],
+    sigilos: &[i16],
+    parents: &[Option<&str>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE documents d SET sigilo = t.sigilo, parent_source_id = t.parent
+         FROM UNNEST($2::text[], $3::smallint[], $4::text[]) AS t(source_id, sigilo, parent)
+         WHERE d.process_id = $1 AND d.source_id = t.source_id
+           AND (d.sigilo, d.parent_source_id) IS DISTINCT FROM (t.sigilo, t.parent)",
+    )
+    .bind(process_id)
+    .bind(source_ids)
+    .bind(sigilos)
+    .bind(parents)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts or refreshes the documents the source lists for a process (in their order), and

@@ -16,6 +16,8 @@ pub mod code {
     pub const INVALID_WEBHOOK_URL: &str = "INVALID_WEBHOOK_URL";
     /// The source failed.
     pub const SOURCE_UNAVAILABLE: &str = "SOURCE_UNAVAILABLE";
+    /// The court refused the credential presented, or this case to it.
+    pub const SOURCE_ACCESS_DENIED: &str = "SOURCE_ACCESS_DENIED";
     /// Not allowed in the current state.
     pub const INVALID_STATE: &str = "INVALID_STATE";
     /// No valid credential.
@@ -62,7 +64,8 @@ pub fn job_error(err: JobError) -> Error {
             JobError::ProcessNotFound(_) => code::PROCESS_NOT_FOUND,
             JobError::JobNotFound(_) => code::JOB_NOT_FOUND,
             JobError::InvalidWebhookUrl(_) => code::INVALID_WEBHOOK_URL,
-            JobError::SourceUnavailable => code::SOURCE_UNAVAILABLE,
+            JobError::SourceUnavailable(_) => code::SOURCE_UNAVAILABLE,
+            JobError::SourceAccessDenied { .. } => code::SOURCE_ACCESS_DENIED,
             JobError::QuotaExceeded { .. } | JobError::TooManyWebhooks { .. } => {
                 code::QUOTA_EXCEEDED
             }

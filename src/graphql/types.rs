@@ -32,6 +32,15 @@ impl Process {
     async fn subject(&self) -> Option<&str> {
         self.0.subject.as_deref()
     }
+    /// The name of the source the process was read from (`AUTOS_SOURCES_FILE`; `default`:
+    /// `AUTOS_SOURCE_URL`).
+    async fn source(&self) -> &str {
+        &self.0.source
+    }
+    /// CNJ secrecy level: 0 public, 1 to 5 sealed (`nivelSigilo`).
+    async fn sigilo(&self) -> i32 {
+        i32::from(self.0.sigilo)
+    }
     /// Documents the source lists, in its order, each with its current status: a page of
     /// `first` (at most 1,000) after the document `after`.
     async fn documents(
@@ -356,6 +365,14 @@ impl Document {
     /// Id at the source.
     async fn source_id(&self) -> &str {
         &self.0.source_id
+    }
+    /// The source id of the document this one is attached to (an MNI `documentoVinculado`).
+    async fn parent_source_id(&self) -> Option<&str> {
+        self.0.parent_source_id.as_deref()
+    }
+    /// CNJ secrecy level: 0 public, 1 to 5 sealed (`nivelSigilo`).
+    async fn sigilo(&self) -> i32 {
+        i32::from(self.0.sigilo)
     }
     /// Original file name; offered as the download name.
     async fn name(&self) -> &str {

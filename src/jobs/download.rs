@@ -472,7 +472,12 @@ async fn attempt(
     };
     // Another host the court lists documents on: its failures say nothing of the court's
     // health (nor its answers), and count as the document's.
-    let own = svc.source.serves_itself(&listed(&claim.document));
+    let own = ProcessNumber::parse(&claim.process_number).is_ok_and(|number| {
+        svc.sources
+            .route(&number)
+            .source()
+            .serves_itself(&listed(&claim.document))
+    });
     if !own && matches!(err.fault, Some((Dependency::Source, _))) {
         err.fault = None;
     }

@@ -18,7 +18,7 @@ use crate::db::{self, DbError, JobRow, ProcessRow, Visibility};
 use crate::domain::cnj::CnjError;
 use crate::domain::status::JobStatus;
 use crate::domain::ProcessNumber;
-use crate::source::{ProcessListing, Source, SourceError};
+use crate::source::{ProcessListing, Route, SourceError, Sources};
 use crate::storage::Storage;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -68,8 +68,8 @@ pub struct JobSettings {
 pub struct Services {
     /// Database pool.
     pub pool: PgPool,
-    /// Upstream court source.
-    pub source: Source,
+    /// Upstream court sources, by court.
+    pub sources: Sources,
     /// S3 bucket.
     pub storage: Storage,
     /// Settings.
@@ -178,9 +178,18 @@ pub enum JobError {
     /// The webhook URL is refused.
     #[error("invalid webhook URL: {0}")]
     InvalidWebhookUrl(String),
-    /// The source failed or answered something unusable (the details are logged, not shown).
-    #[error("the court source is unavailable; try again later")]
-    SourceUnavailable,
+    /// The source failed or answered something unusable (the details are logged, not shown;
+    /// a court's own message is).
+    #[error("the court source is unavailable; try again later{}", .0.as_ref().map(|m| format!(" (the court said: {m})")).unwrap_or_default())]
+    SourceUnavailable(Option<String>),
+    /// The court refused the credential presented (or this case to it).
+    #[error("the court source `{name}` refused access: {reason}")]
+    SourceAccessDenied {
+        /// The source's name.
+        name: String,
+        /// The stable phrase of the refusal.
+        reason: String,
+    },
     /// The tenant has as many QUEUED or RUNNING jobs as it may.
     #[error("quota exceeded: the tenant already has {limit} active (QUEUED or RUNNING) jobs, the most it may have; wait for one to end or cancel one")]
     QuotaExceeded {
@@ -229,10 +238,58 @@ impl From<fang::AsyncQueueError> for JobError {
     }
 }
 
-/// Clients get a stable phrase; what the source did goes to the log.
-fn unavailable(number: &ProcessNumber, err: SourceError) -> JobError {
-    tracing::warn!(process = %number, error = %err, "the court source is unavailable");
-    JobError::SourceUnavailable
+/// Clients get a stable phrase (and the court's own words, when it said some); what the
+/// source did goes to the log.
+fn unavailable(number: &ProcessNumber, route: &Route, err: SourceError) -> JobError {
+    if let SourceError::Denied { message } = &err {
+        tracing::warn!(process = %number, source = %route.name(), error = %err, "the court refused access");
+        return JobError::SourceAccessDenied {
+            name: route.name().to_string(),
+            reason: message.clone(),
+        };
+    }
+    tracing::warn!(process = %number, source = %route.name(), error = %err, "the court source is unavailable");
+    JobError::SourceUnavailable(err.court_message().map(str::to_owned))
+}
+
+/// Looks `number` up at the source of its court, with the credential it takes there.
+async fn look_up<'a>(
+    svc: &'a Services,
+    number: &ProcessNumber,
+) -> Result<(Option<ProcessListing>, &'a Route), JobError> {
+    let route = svc.sources.route(number);
+    let answer = match route.credential() {
+        Ok(credential) => {
+            let answer = route.source().lookup_as(number, credential).await;
+            if let Err(err) = &answer {
+                route.noted(credential, err);
+            }
+            answer
+        }
+        Err(refused) => Err(refused),
+    };
+    match answer {
+        Ok(listing) => Ok((listing, route)),
+        Err(err) => Err(unavailable(number, route, err)),
+    }
+}
+
+/// Records where a listing came from and what only MNI listings carry (secrecy, parents).
+async fn store_origin(
+    conn: &mut PgConnection,
+    process_id: Uuid,
+    route: &Route,
+    listing: &ProcessListing,
+) -> Result<(), sqlx::Error> {
+    db::processes::set_origin(conn, process_id, route.name(), i16::from(listing.sigilo)).await?;
+    let docs = &listing.documents;
+    if docs.iter().any(|d| d.sigilo > 0 || d.parent.is_some()) {
+        let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
+        let sigilos: Vec<i16> = docs.iter().map(|d| i16::from(d.sigilo)).collect();
+        let parents: Vec<Option<&str>> = docs.iter().map(|d| d.parent.as_deref()).collect();
+        db::processes::set_lineage(conn, process_id, &ids, &sigilos, &parents).await?;
+    }
+    Ok(())
 }
 
 /// Parses an id given by a client.
@@ -247,17 +304,13 @@ pub async fn lookup_process(svc: &Services, raw: &str) -> Result<Option<ProcessR
     if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
         return Ok(Some(process));
     }
-    let Some(listing) = svc
-        .source
-        .lookup(&number)
-        .await
-        .map_err(|e| unavailable(&number, e))?
-    else {
+    let (Some(listing), route) = look_up(svc, &number).await? else {
         return Ok(None);
     };
     quota::check_size(&number, &listing, &svc.settings)?;
     let mut tx = svc.pool.begin().await?;
     let process = store_listing(&mut tx, &number, &listing).await?;
+    store_origin(&mut tx, process.id, route, &listing).await?;
     tx.commit().await?;
     Ok(Some(process))
 }
@@ -346,12 +399,8 @@ pub async fn start_download(
     }
     quota::precheck(&svc.pool, tenant_id, &svc.settings).await?;
 
-    let listing = svc
-        .source
-        .lookup(&number)
-        .await
-        .map_err(|e| unavailable(&number, e))?
-        .ok_or_else(|| JobError::ProcessNotFound(number.to_string()))?;
+    let (listing, route) = look_up(svc, &number).await?;
+    let listing = listing.ok_or_else(|| JobError::ProcessNotFound(number.to_string()))?;
     quota::check_size(&number, &listing, &svc.settings)?;
 
     let mut tx = svc.pool.begin().await?;
@@ -388,9 +437,11 @@ pub async fn start_download(
             due,
         )
         .await?;
+        store_origin(&mut tx, process.id, route, &listing).await?;
         (job, ids.len())
     } else {
         db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
+        store_origin(&mut tx, process.id, route, &listing).await?;
         if let Some(job) = reusable(&mut *tx, tenant_id, process.id, request.force).await? {
             tx.commit().await?;
             return Ok((

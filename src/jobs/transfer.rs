@@ -34,6 +34,8 @@ pub(crate) fn listed(doc: &DocumentRow) -> ListedDocument {
         size: doc.size,
         sha256: doc.sha256.clone(),
         mime_type: doc.mime_type.clone(),
+        sigilo: u8::try_from(doc.sigilo).unwrap_or(0),
+        parent: doc.parent_source_id.clone(),
     }
 }
 
@@ -48,11 +50,16 @@ pub(crate) async fn stream(
     let max = svc.settings.max_document_bytes;
     let size = doc.size.and_then(|s| u64::try_from(s).ok());
     source::check_announced(size, None, max).map_err(Failed::Source)?;
-    let body = svc
-        .source
-        .open(number, &listed(doc))
+    let route = svc.sources.route(number);
+    let credential = route.credential().map_err(Failed::Source)?;
+    let body = route
+        .source()
+        .open_as(number, &listed(doc), credential)
         .await
-        .map_err(Failed::Source)?;
+        .map_err(|err| {
+            route.noted(credential, &err);
+            Failed::Source(err)
+        })?;
     let content_type = doc
         .mime_type
         .clone()

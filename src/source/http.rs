@@ -7,7 +7,7 @@
 //! A [`SourceError`] made here says what failed in a stable phrase; the details go to the log
 //! as it is made ([`failures`]).
 
-mod failures;
+pub(super) mod failures;
 pub(super) use failures::UNREACHABLE;
 mod hops;
 
@@ -65,6 +65,7 @@ impl Http {
             .map_err(|e| SourceError::invalid(format!("cannot build the HTTP client: {e}")))?;
         let own = match kind {
             Kind::Http { base } => Some(base.origin()),
+            Kind::Mni { endpoint } => Some(endpoint.origin()),
             Kind::File { .. } => None,
         };
         let hops = hops::Hops::new(
@@ -329,6 +330,8 @@ mod tests {
             size: None,
             sha256: None,
             mime_type: None,
+            sigilo: 0,
+            parent: None,
         }
     }
 

@@ -17,10 +17,13 @@
 //! and the size cap while the bytes stream past. Both spare the court (`spare.rs`): a few
 //! requests at once, unknown numbers remembered a while, one request for simultaneous lookups.
 
+mod credential;
 mod file;
 mod http;
+mod mni;
 mod path;
 mod retry;
+pub mod routes;
 mod spare;
 mod validate;
 pub mod verify;
@@ -39,7 +42,9 @@ use url::Url;
 
 use crate::domain::ProcessNumber;
 
+pub use credential::Credential;
 pub use retry::parse_retry_after;
+pub use routes::{Route, Sources};
 pub use verify::{check_announced, verify, Verified, VerifiedDigest};
 
 /// A process as the source lists it: its metadata and every document in its case file.
@@ -56,6 +61,9 @@ pub struct ProcessListing {
     pub subject: Option<String>,
     /// The documents, in the source's order.
     pub documents: Vec<ListedDocument>,
+    /// CNJ secrecy level, 0 (public) to 5.
+    #[serde(default)]
+    pub sigilo: u8,
 }
 
 /// One document of a process, as listed by the source.
@@ -76,6 +84,12 @@ pub struct ListedDocument {
     /// Announced media type.
     #[serde(rename = "mimeType")]
     pub mime_type: Option<String>,
+    /// CNJ secrecy level, 0 (public) to 5.
+    #[serde(default)]
+    pub sigilo: u8,
+    /// The id of the document this one is attached to (an MNI `documentoVinculado`).
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// How to reach the source and how hard to try when looking processes up.
@@ -102,6 +116,8 @@ pub struct SourceConfig {
     /// Whether those hosts may be on private, loopback or link-local addresses
     /// (`AUTOS_SOURCE_ALLOW_PRIVATE`). The source's own origin is allowed whatever its address.
     pub allow_private: bool,
+    /// Calls per minute per credential (MNI sources): courts lock accounts that hammer them.
+    pub rate_per_minute: u32,
 }
 
 impl SourceConfig {
@@ -117,6 +133,7 @@ impl SourceConfig {
             not_found_ttl: Duration::from_secs(300),
             allowed_hosts: Vec::new(),
             allow_private: false,
+            rate_per_minute: routes::DEFAULT_RATE_PER_MINUTE,
         }
     }
 }
@@ -134,6 +151,7 @@ impl fmt::Debug for SourceConfig {
             .field("not_found_ttl", &self.not_found_ttl)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allow_private", &self.allow_private)
+            .field("rate_per_minute", &self.rate_per_minute)
             .finish()
     }
 }
@@ -150,11 +168,20 @@ struct Inner {
     lookup_attempts: u32,
     lookup_backoff: Duration,
     spare: spare::Spare,
+    mni: Option<mni::Mni>,
 }
 
 enum Kind {
-    Http { base: Url },
-    File { root: PathBuf },
+    Http {
+        base: Url,
+    },
+    File {
+        root: PathBuf,
+    },
+    /// An MNI 2.2.2 endpoint (`mni+http(s)://` with the prefix taken off).
+    Mni {
+        endpoint: Url,
+    },
 }
 
 /// An opened document body, not yet read.
@@ -210,12 +237,37 @@ pub enum SourceError {
         /// What happened, for people.
         message: String,
     },
+    /// The court refused the credential (or refused it this case): asking again with the same
+    /// credential cannot help and may lock the account.
+    #[error("{message}")]
+    Denied {
+        /// What happened, for people: never the secret.
+        message: String,
+    },
+    /// The court answered with a failure of its own (a SOAP fault, `sucesso=false`): worth
+    /// another attempt later; its `mensagem` is what clients see.
+    #[error("the court answered: {mensagem}")]
+    Court {
+        /// The court's own words.
+        mensagem: String,
+    },
 }
 
 impl SourceError {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SourceError::Retryable { .. })
+        matches!(
+            self,
+            SourceError::Retryable { .. } | SourceError::Court { .. }
+        )
+    }
+
+    /// The court's own message, when it answered one.
+    pub fn court_message(&self) -> Option<&str> {
+        match self {
+            SourceError::Court { mensagem } => Some(mensagem),
+            _ => None,
+        }
     }
 
     /// Whose failure it is: the document's own (its bytes, a 4xx about it, a refusal), the
@@ -223,8 +275,10 @@ impl SourceError {
     /// unclear (another 5xx, a timeout, a broken connection: a court down, or one document it
     /// cannot serve).
     pub fn blame(&self) -> Blame {
-        let SourceError::Retryable { message, .. } = self else {
-            return Blame::Document;
+        let message = match self {
+            SourceError::Retryable { message, .. } => message,
+            SourceError::Court { .. } => return Blame::Unclear,
+            _ => return Blame::Document,
         };
         const DOWN: [&str; 5] = [
             http::UNREACHABLE,
@@ -268,31 +322,55 @@ impl SourceError {
             message: message.into(),
         }
     }
+
+    pub(crate) fn denied(message: impl Into<String>) -> Self {
+        SourceError::Denied {
+            message: message.into(),
+        }
+    }
+
+    /// Whether the court refused the credential itself (not just one case): it must not be
+    /// used again until it is replaced, or the court may lock the account.
+    pub fn refuses_credential(&self) -> bool {
+        matches!(self, SourceError::Denied { message } if message == mni::CREDENTIAL_REFUSED)
+    }
 }
 
 impl Source {
     /// Builds a source from its configuration. Accepts `http://`, `https://` and `file://`
     /// (an existing directory); anything else is an [`SourceError::Invalid`] naming the URL.
     pub fn new(cfg: SourceConfig) -> Result<Self, SourceError> {
-        let url = Url::parse(cfg.url.trim()).map_err(|e| {
+        let raw = cfg.url.trim();
+        // `mni+https://host/path` is the MNI endpoint `https://host/path`.
+        let (mni, raw) = match raw.get(..4) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("mni+") => (true, &raw[4..]),
+            _ => (false, raw),
+        };
+        let url = Url::parse(raw).map_err(|e| {
             SourceError::invalid(format!("source URL `{}` is not a valid URL: {e}", cfg.url))
         })?;
         let shown = redacted(&url);
         let kind = match url.scheme() {
+            "http" | "https" if mni => Kind::Mni { endpoint: url },
             "http" | "https" => Kind::Http {
                 base: http::base_directory(url, &shown)?,
             },
-            "file" => Kind::File {
+            "file" if !mni => Kind::File {
                 root: file::root_directory(&url, &shown)?,
             },
             other => {
                 return Err(SourceError::invalid(format!(
-                    "source URL `{shown}` has unsupported scheme `{other}`: \
-                     expected http://, https:// or file://"
+                    "source URL `{shown}` has unsupported scheme `{}{other}`: \
+                     expected mni+https://, https://, http:// or file://",
+                    if mni { "mni+" } else { "" }
                 )))
             }
         };
         let http = http::Http::new(&cfg, &kind)?;
+        let mni = match &kind {
+            Kind::Mni { endpoint } => Some(mni::Mni::new(endpoint.clone(), &cfg)?),
+            _ => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 kind,
@@ -300,8 +378,14 @@ impl Source {
                 lookup_attempts: cfg.lookup_attempts.max(1),
                 lookup_backoff: cfg.lookup_backoff,
                 spare: spare::Spare::new(cfg.concurrency, cfg.not_found_ttl),
+                mni,
             }),
         })
+    }
+
+    /// Whether this source takes credentials (MNI): others ignore them.
+    pub fn takes_credentials(&self) -> bool {
+        matches!(self.inner.kind, Kind::Mni { .. })
     }
 
     /// The source for logs: its URL without credentials, and whether a token is configured.
@@ -316,6 +400,7 @@ impl Source {
                 format!("{} ({token})", redacted(base))
             }
             Kind::File { root } => format!("file://{}", root.display()),
+            Kind::Mni { endpoint } => format!("mni+{}", redacted(endpoint)),
         }
     }
 
@@ -326,9 +411,25 @@ impl Source {
         &self,
         number: &ProcessNumber,
     ) -> Result<Option<ProcessListing>, SourceError> {
+        self.lookup_as(number, None).await
+    }
+
+    /// [`Source::lookup`] presenting `credential` (MNI sources; others ignore it). Lookups
+    /// are shared, and unknown numbers remembered, per credential: what a court shows depends
+    /// on who asks.
+    pub async fn lookup_as(
+        &self,
+        number: &ProcessNumber,
+        credential: Option<&Credential>,
+    ) -> Result<Option<ProcessListing>, SourceError> {
+        let credential = credential.filter(|_| self.takes_credentials());
+        let key = match credential {
+            Some(c) => format!("{number} {}", c.key),
+            None => number.as_str().to_string(),
+        };
         self.inner
             .spare
-            .lookup(number, || self.lookup_now(number))
+            .lookup(&key, || self.lookup_now(number, credential))
             .await
     }
 
@@ -336,6 +437,7 @@ impl Source {
     async fn lookup_now(
         &self,
         number: &ProcessNumber,
+        credential: Option<&Credential>,
     ) -> Result<Option<ProcessListing>, SourceError> {
         let inner = &self.inner;
         let what = format!("process {number}");
@@ -348,6 +450,10 @@ impl Source {
                 match &inner.kind {
                     Kind::Http { base } => inner.http.lookup(base, number).await,
                     Kind::File { root } => file::lookup(root, number).await,
+                    Kind::Mni { .. } => match &inner.mni {
+                        Some(mni) => mni.lookup(number, credential).await,
+                        None => unreachable!("an MNI source has its client"),
+                    },
                 }
             },
         )
@@ -364,7 +470,20 @@ impl Source {
         number: &ProcessNumber,
         doc: &ListedDocument,
     ) -> Result<DocumentBody, SourceError> {
-        self.inner.spare.open(|| self.open_now(number, doc)).await
+        self.open_as(number, doc, None).await
+    }
+
+    /// [`Source::open`] presenting `credential` (MNI sources; others ignore it).
+    pub async fn open_as(
+        &self,
+        number: &ProcessNumber,
+        doc: &ListedDocument,
+        credential: Option<&Credential>,
+    ) -> Result<DocumentBody, SourceError> {
+        self.inner
+            .spare
+            .open(|| self.open_now(number, doc, credential))
+            .await
     }
 
     /// Whether `doc` is served by the source itself (its own origin, or its folder), rather
@@ -376,6 +495,7 @@ impl Source {
                 http::resolve(base, doc).is_ok_and(|url| url.origin() == base.origin())
             }
             Kind::File { .. } => matches!(http::absolute_http(doc), Ok(None)),
+            Kind::Mni { .. } => true,
         }
     }
 
@@ -384,6 +504,7 @@ impl Source {
         &self,
         number: &ProcessNumber,
         doc: &ListedDocument,
+        credential: Option<&Credential>,
     ) -> Result<DocumentBody, SourceError> {
         let inner = &self.inner;
         match &inner.kind {
@@ -395,6 +516,10 @@ impl Source {
                 // No origin of a folder can match a web host, so such urls never get the token.
                 Some(url) => inner.http.open(url, doc).await,
                 None => file::open(root, number, doc).await,
+            },
+            Kind::Mni { .. } => match &inner.mni {
+                Some(mni) => mni.open(number, doc, credential).await,
+                None => unreachable!("an MNI source has its client"),
             },
         }
     }

@@ -22,7 +22,6 @@ use futures::stream::{BoxStream, Stream, StreamExt};
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use super::{DocumentBody, ProcessListing, SourceError};
-use crate::domain::ProcessNumber;
 
 /// What a lookup answers.
 type Answer = Result<Option<ProcessListing>, SourceError>;
@@ -75,14 +74,13 @@ impl Spare {
     /// Looks `number` up with `ask` (which takes a [`slot`](Spare::slot) per request it
     /// makes), unless the source said it does not know it within the TTL, or a lookup of it
     /// is already under way: then that lookup's answer is this one's too.
-    pub(super) async fn lookup<F, Fut>(&self, number: &ProcessNumber, ask: F) -> Answer
+    pub(super) async fn lookup<F, Fut>(&self, key: &str, ask: F) -> Answer
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Answer>,
     {
-        let key = number.as_str();
         if self.known_missing(key) {
-            tracing::debug!(process = %number, "not asking the source: it did not know this number a moment ago");
+            tracing::debug!(lookup = %key, "not asking the source: it did not know this number a moment ago");
             return Ok(None);
         }
         let shared = self.under_way(key);
@@ -194,6 +192,7 @@ impl Stream for Holding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ProcessNumber;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn number() -> ProcessNumber {
@@ -207,6 +206,7 @@ mod tests {
             class: None,
             subject: None,
             documents: Vec::new(),
+            sigilo: 0,
         }
     }
 
@@ -223,21 +223,25 @@ mod tests {
             }
         };
         let n = number();
-        let answers = futures::future::join_all((0..10).map(|_| spare.lookup(&n, ask(true)))).await;
+        let answers =
+            futures::future::join_all((0..10).map(|_| spare.lookup(n.as_str(), ask(true)))).await;
         assert!(answers.iter().all(|a| a == &Ok(Some(listing()))));
         assert_eq!(asked.load(Ordering::SeqCst), 1);
         assert!(lock(&spare.in_flight).is_empty(), "nothing left behind");
 
         // Found numbers are not remembered: the next lookup asks again.
-        spare.lookup(&n, ask(true)).await.unwrap();
+        spare.lookup(n.as_str(), ask(true)).await.unwrap();
         assert_eq!(asked.load(Ordering::SeqCst), 2);
 
         for _ in 0..5 {
-            assert_eq!(spare.lookup(&n, ask(false)).await, Ok(None));
+            assert_eq!(spare.lookup(n.as_str(), ask(false)).await, Ok(None));
         }
         assert_eq!(asked.load(Ordering::SeqCst), 3, "unknown: asked once");
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(spare.lookup(&n, ask(true)).await, Ok(Some(listing())));
+        assert_eq!(
+            spare.lookup(n.as_str(), ask(true)).await,
+            Ok(Some(listing()))
+        );
         assert_eq!(asked.load(Ordering::SeqCst), 4, "asked again after the TTL");
     }
 
@@ -251,10 +255,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Err(SourceError::retryable("court down"))
         };
-        let answers = futures::future::join_all((0..3).map(|_| spare.lookup(&n, fail))).await;
+        let answers =
+            futures::future::join_all((0..3).map(|_| spare.lookup(n.as_str(), fail))).await;
         assert!(answers.iter().all(Result::is_err));
         assert_eq!(asked.load(Ordering::SeqCst), 1);
-        assert!(spare.lookup(&n, fail).await.is_err());
+        assert!(spare.lookup(n.as_str(), fail).await.is_err());
         assert_eq!(asked.load(Ordering::SeqCst), 2);
     }
 
@@ -266,10 +271,13 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(None)
         };
-        let abandoned = tokio::time::timeout(Duration::from_millis(20), spare.lookup(&n, slow));
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(20), spare.lookup(n.as_str(), slow));
         let waiting = async {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            spare.lookup(&n, || async { Ok(Some(listing())) }).await
+            spare
+                .lookup(n.as_str(), || async { Ok(Some(listing())) })
+                .await
         };
         let (abandoned, answer) = tokio::join!(abandoned, waiting);
         assert!(abandoned.is_err(), "the first caller gave up");

@@ -8,6 +8,9 @@ use crate::domain::ProcessNumber;
 /// The most a listing body may weigh; a bigger one is a misbehaving source, not a big process.
 pub(super) const MAX_LISTING_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The highest CNJ secrecy level (Resolução CNJ 121/2010: 0 public … 5).
+const MAX_SIGILO: u8 = 5;
+
 /// Parses and validates a listing for `number`, normalizing it: `number` formatted as looked
 /// up, SHA-256 in lowercase, and empty optional strings turned into absent ones (sources write
 /// `""` for "unknown", and downstream code should only have to check one way).
@@ -18,9 +21,22 @@ pub(super) fn listing_from_json(
     let invalid = |why: String| {
         SourceError::invalid(format!("the source's listing for process {number} {why}"))
     };
-    let mut listing: ProcessListing = serde_json::from_slice(body)
+    let listing: ProcessListing = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("is not the expected JSON: {e}")))?;
+    checked(listing, number)
+}
 
+/// Validates and normalizes a listing however it was read (JSON, MNI).
+pub(super) fn checked(
+    mut listing: ProcessListing,
+    number: &ProcessNumber,
+) -> Result<ProcessListing, SourceError> {
+    let invalid = |why: String| {
+        SourceError::invalid(format!("the source's listing for process {number} {why}"))
+    };
+    if listing.sigilo > MAX_SIGILO {
+        return Err(invalid(format!("gives a sigilo of {}", listing.sigilo)));
+    }
     match ProcessNumber::parse(&listing.number) {
         Ok(listed) if listed.as_str() == number.as_str() => {
             listing.number = number.as_str().to_owned();
@@ -54,6 +70,12 @@ pub(super) fn listing_from_json(
             replace_nul(text);
         }
         let id = &doc.id;
+        if doc.sigilo > MAX_SIGILO {
+            return Err(invalid(format!(
+                "gives document {id} a sigilo of {}",
+                doc.sigilo
+            )));
+        }
         if doc.name.trim().is_empty() {
             return Err(invalid(format!("has document {id} without a name")));
         }

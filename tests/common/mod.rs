@@ -1,11 +1,13 @@
 //! Test harness: real PostgreSQL (a fresh database per test), a real S3-compatible server over
-//! HTTP, a real HTTP court source that can be told to fail, and autos itself on port 0.
+//! HTTP, a real HTTP court source and a real MNI (SOAP) court that can be told to fail, and autos
+//! itself on port 0.
 
 #![allow(dead_code)]
 
 pub mod configured;
 pub mod court;
 pub mod elsewhere;
+pub mod mni;
 pub mod pgproxy;
 pub mod proxy;
 pub mod receiver;

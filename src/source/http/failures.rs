@@ -23,19 +23,23 @@ pub(super) const REDIRECT_REFUSED: &str = "source redirect refused";
 /// No connection (DNS, TCP, TLS) could be made.
 pub(in crate::source) const UNREACHABLE: &str = "the source could not be reached";
 /// Connected, but the exchange broke off before the body's end.
-const BROKE: &str = "the connection broke during the transfer";
+pub(in crate::source) const BROKE: &str = "the connection broke during the transfer";
 /// No answer (its headers) within the request timeout.
 const TIMED_OUT: &str = "the source timed out";
 
 /// `error`, once `detail` (hosts, statuses, causes: never credentials) is logged beside it.
 /// Clients see the error's stable phrase; operators find the rest here.
-pub(super) fn logged(error: SourceError, what: &str, detail: impl Display) -> SourceError {
+pub(in crate::source) fn logged(
+    error: SourceError,
+    what: &str,
+    detail: impl Display,
+) -> SourceError {
     tracing::warn!(what, error = %error, %detail, "source request failed");
     error
 }
 
 /// Classifies a non-2xx answer: 5xx, 408 and 429 are worth retrying, the rest are final.
-pub(super) fn status_error(what: &str, response: &Response) -> SourceError {
+pub(in crate::source) fn status_error(what: &str, response: &Response) -> SourceError {
     let status = response.status();
     let message = format!("the source answered {}", status.as_u16());
     let retryable = status.is_server_error()
@@ -54,11 +58,15 @@ pub(super) fn status_error(what: &str, response: &Response) -> SourceError {
     } else {
         SourceError::permanent(message)
     };
-    let detail = format_args!("GET {} answered {status}", redacted(response.url()));
+    let detail = format_args!("{} answered {status}", redacted(response.url()));
     logged(error, what, detail)
 }
 
-pub(super) fn transport_error(what: &str, url: &Url, error: reqwest::Error) -> SourceError {
+pub(in crate::source) fn transport_error(
+    what: &str,
+    url: &Url,
+    error: reqwest::Error,
+) -> SourceError {
     // The URL could carry credentials from SOURCE_URL; the detail names it redacted.
     let error = error.without_url();
     let phrase = if error.is_builder() {
@@ -71,16 +79,16 @@ pub(super) fn transport_error(what: &str, url: &Url, error: reqwest::Error) -> S
         // Connected, then the exchange broke off (a reset, a malformed or missing answer).
         SourceError::retryable(BROKE)
     };
-    let detail = format_args!("GET {}: {}", redacted(url), chain(&error));
+    let detail = format_args!("{}: {}", redacted(url), chain(&error));
     logged(phrase, what, detail)
 }
 
-pub(super) fn timed_out(what: &str, timeout: Duration) -> SourceError {
+pub(in crate::source) fn timed_out(what: &str, timeout: Duration) -> SourceError {
     let detail = format_args!("no answer within {timeout:?}");
     logged(SourceError::retryable(TIMED_OUT), what, detail)
 }
 
-pub(super) fn broken_body(
+pub(in crate::source) fn broken_body(
     what: &str,
     received: u64,
     total: Option<u64>,

@@ -36,6 +36,7 @@ pub(super) fn config(url: &str) -> SourceConfig {
         not_found_ttl: Duration::ZERO,
         allowed_hosts: Vec::new(),
         allow_private: false,
+        rate_per_minute: 1000,
     }
 }
 
@@ -85,6 +86,8 @@ pub(super) fn doc(id: &str, url: &str) -> ListedDocument {
         size: None,
         sha256: None,
         mime_type: None,
+        sigilo: 0,
+        parent: None,
     }
 }
 
