@@ -4,7 +4,8 @@
 //!   server, through autos (API + workers in this process), against a plain loop doing the
 //!   same GETs and PUTs with the same concurrency, measured in the same run.
 //! - `memory`: one large document through a separate `autos work` process; reports that
-//!   process's peak RSS (VmHWM).
+//!   process's peak RSS (VmHWM). `memory-mni`: the same, from an MNI court as inline base64.
+//! - `throughput-mni`: as `throughput`, from an MNI court (see `mni_throughput.rs`).
 //! - `subscribers`: N `jobProgress` WebSocket subscribers on one job, on one `autos serve`
 //!   process, while a separate `autos work` process runs the job (see `subscribers.rs`).
 //! - `restarts`: one job through an `autos work` process left alone, and restarted every 10 s
@@ -872,6 +873,74 @@ async fn memory(admin: &str, size: usize) {
     );
 }
 
+/// `memory-mni`: one large document from an MNI court, its content inline base64 in the SOAP
+/// answer, through a separate `autos work` process; that process's peak RSS.
+async fn memory_mni(admin: &str, size: usize) {
+    let number = "0000832-35.2018.4.01.3202";
+    let s3_dir =
+        std::env::temp_dir().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
+    let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
+        .await
+        .unwrap();
+    let mni = mni::MniCourt::start().await;
+    mni.add_process(
+        number,
+        mni::MniProcess::new(vec![mni::MniDoc::large("big", size as u64, 7)]),
+    );
+    let sources = s3_dir.with_extension("sources.toml");
+    std::fs::write(
+        &sources,
+        format!(
+            "[[source]]\nname = \"trf1\"\ncourts = [\"4.01\"]\nurl = \"{}\"\nrate_per_minute = 1000\n",
+            mni.url()
+        ),
+    )
+    .unwrap();
+    // The default source is never asked: every number of this run is the MNI court's.
+    let (court, _) = start_court("0000001-00.2024.8.26.0100", 0, 1).await;
+    let db = fresh_database(admin).await;
+    let mut cfg = config(&db, s3.endpoint(), &court, 1);
+    cfg.sources_file = Some(sources.clone());
+    let app = Application::start(cfg, Role::SERVE).await.unwrap();
+    let addr = app.addr.unwrap().to_string();
+    authorize(&db).await;
+    let mut child = spawn_autos(
+        &autos_binary(),
+        "work",
+        &db,
+        s3.endpoint(),
+        &court,
+        &[
+            ("AUTOS_WORKERS", "1".into()),
+            ("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string()),
+            ("AUTOS_SOURCES_FILE", sources.display().to_string()),
+        ],
+    );
+    let pid = child.id().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = peak_rss_kib(pid).unwrap_or(0);
+    let (took, job) = run_job(&addr, number).await;
+    let peak = peak_rss_kib(pid).unwrap_or(0);
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let _ = child.kill().await;
+    app.stop().await;
+    drop_database(admin, &db).await;
+    s3.shutdown();
+    let _ = std::fs::remove_dir_all(&s3_dir);
+    let _ = std::fs::remove_file(&sources);
+    println!(
+        "memory-mni: one document of {size} bytes as inline base64 over MNI through `autos work`: {:.1} s ({:.0} MiB/s); peak RSS {:.1} MiB (after start, before the job: {:.1} MiB)",
+        took.as_secs_f64(),
+        size as f64 / 1048576.0 / took.as_secs_f64(),
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
+}
+
+#[allow(dead_code)]
+#[path = "../../tests/common/mni.rs"]
+mod mni;
+mod mni_throughput;
 mod requests;
 mod restarts;
 mod subscribers;
@@ -913,6 +982,18 @@ fn main() {
         }
         if matches!(which, "all" | "memory") {
             memory(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
+        }
+        if matches!(which, "all" | "throughput-mni") {
+            mni_throughput::run(
+                &admin,
+                env_usize("BENCH_DOCS", 200),
+                env_usize("BENCH_DOC_BYTES", 512 * 1024),
+                env_usize("BENCH_ROUNDS", 3),
+            )
+            .await;
+        }
+        if matches!(which, "all" | "memory-mni") {
+            memory_mni(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
         }
         if matches!(which, "all" | "restarts") {
             restarts::run(

@@ -364,6 +364,20 @@ mod tests {
     }
 
     #[test]
+    fn the_playground_example_is_valid() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/playground/sources.example.toml"
+        );
+        let s = sources(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(s.route(&number("0000001-00.2024.8.26.0100")).name(), "tjsp");
+        assert_eq!(
+            s.route(&number("0000001-00.2024.5.15.0001")).name(),
+            "adapter"
+        );
+    }
+
+    #[test]
     fn mistakes_are_named_without_secrets() {
         let err = |toml: &str| sources(toml).err().unwrap_or_default();
         assert!(
