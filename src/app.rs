@@ -317,6 +317,14 @@ impl Application {
             None => Sources::single(source),
         };
         tracing::info!(sources = %sources.describe(), "court sources");
+        let sealer = config
+            .sealer()
+            .map_err(|e| anyhow::anyhow!("AUTOS_ENCRYPTION_KEY: {e}"))?;
+        if let Some(sealer) = &sealer {
+            if role.serve || role.work {
+                jobs::credentials::reseal_all(&pool, sealer).await?;
+            }
+        }
 
         let webhook_policy = crate::webhook::TargetPolicy::from_config(
             config.webhook_allow_private,
@@ -335,6 +343,7 @@ impl Application {
             webhook_policy,
             pool: pool.clone(),
             sources,
+            vault: Arc::new(jobs::credentials::Vault::new(sealer)),
             storage,
             settings: JobSettings {
                 batch_size: config.batch_size as usize,

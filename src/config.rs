@@ -155,6 +155,27 @@ pub struct Config {
     #[arg(long, env = "AUTOS_SOURCES_FILE", global = true)]
     pub sources_file: Option<std::path::PathBuf>,
 
+    /// Key sealing tenants' court credentials at rest: 32 bytes, base64. With the embedded
+    /// database and none set, one is generated and kept under AUTOS_HOME.
+    #[arg(
+        long,
+        env = "AUTOS_ENCRYPTION_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub encryption_key: Option<String>,
+
+    /// Keys that sealed credentials before the current one (comma-separated base64): they
+    /// still open, and are sealed again with AUTOS_ENCRYPTION_KEY at start.
+    #[arg(
+        long,
+        env = "AUTOS_ENCRYPTION_KEYS_PREVIOUS",
+        default_value = "",
+        global = true,
+        hide_env_values = true
+    )]
+    pub encryption_keys_previous: String,
+
     /// Sent as `Authorization: Bearer …` to the source.
     #[arg(
         long,
@@ -407,6 +428,45 @@ impl Config {
         )
     }
 
+    /// The sealer of credentials at rest: AUTOS_ENCRYPTION_KEY (and the previous keys), else
+    /// with the embedded database a key kept in `{AUTOS_HOME}/encryption.key` (made on first
+    /// use), else none (credentials cannot be stored).
+    pub fn sealer(&self) -> Result<Option<crate::domain::sealing::Sealer>, String> {
+        use crate::domain::sealing::{Sealer, SealingKey};
+        let current = match &self.encryption_key {
+            Some(text) => text.clone(),
+            None if self.database_url.is_none() => {
+                let path = self.home.join("encryption.key");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        let text = SealingKey::generate();
+                        std::fs::create_dir_all(&self.home)
+                            .and_then(|()| write_private(&path, &text))
+                            .map_err(|e| format!("cannot keep a key in {}: {e}", path.display()))?;
+                        text
+                    }
+                    Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+                }
+            }
+            None => return Ok(None),
+        };
+        let current = SealingKey::from_base64(&current)
+            .map_err(|e| format!("AUTOS_ENCRYPTION_KEY {e}: it must be 32 bytes in base64"))?;
+        let previous = self
+            .encryption_keys_previous
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                SealingKey::from_base64(k).map_err(|e| {
+                    format!("AUTOS_ENCRYPTION_KEYS_PREVIOUS: a key {e}: each must be 32 bytes in base64")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(Sealer::new(current, previous)))
+    }
+
     /// The browser origins allowed besides the public URL's, normalized
     /// (`scheme://host[:port]`), refusing anything that is not an origin.
     pub fn cors_origins(&self) -> Result<Vec<String>, String> {
@@ -428,6 +488,18 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Writes a file only its owner may read.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ fn kept(action: &str) -> &'static [&'static str] {
         "retryFailedDocuments" => &["jobId"],
         "createProgressToken" => &["jobId", "ttlSeconds"],
         "validateWebhook" | "sendTestWebhook" => &["url"],
+        // Never the password or the certificate.
+        "setSourceCredential" => &["input.source", "input.username"],
+        "removeSourceCredential" => &["source"],
         _ => &[],
     }
 }

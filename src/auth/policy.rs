@@ -40,7 +40,7 @@ pub fn rule(operation: Operation, field: &str) -> Option<Rule> {
             Scope(Read)
         }
         (Query, "job") => ScopeOrTokenJob(Read, "id"),
-        (Query, "auditLog") => Scope(Write),
+        (Query, "auditLog" | "sourceCredentials") => Scope(Write),
         (Query, "apiKeys") => Scope(Admin),
         (
             Mutation,
@@ -50,7 +50,9 @@ pub fn rule(operation: Operation, field: &str) -> Option<Rule> {
             | "validateWebhook"
             | "sendTestWebhook"
             | "createProgressToken"
-            | "rotateWebhookSecret",
+            | "rotateWebhookSecret"
+            | "setSourceCredential"
+            | "removeSourceCredential",
         ) => Scope(Write),
         (Mutation, "createApiKey" | "revokeApiKey") => Scope(Admin),
         (Subscription, "jobProgress") => ScopeOrTokenJob(Read, "jobId"),

@@ -143,6 +143,10 @@ pub struct Claim {
     pub document: DocumentRow,
     /// The process number it belongs to.
     pub process_number: String,
+    /// Whose the process is, when sealed: the tenant's id and slug.
+    pub process_owner: Option<(Uuid, String)>,
+    /// The tenant of the job now responsible for the document.
+    pub job_tenant: Option<Uuid>,
     /// Proof of ownership for heartbeats and the final transition.
     pub token: Uuid,
 }
@@ -173,7 +177,9 @@ pub const CLAIM_STATEMENT: &str = concat!(
             (SELECT array_agg(id) FROM claimed),
             (SELECT array_agg('PENDING'::text) FROM claimed),
             (SELECT array_agg('PROCESSING'::text) FROM claimed)))
-     SELECT c.*, p.number AS process_number
+     SELECT c.*, p.number AS process_number, p.owner_tenant_id AS owner_id,
+            (SELECT t.slug FROM tenants t WHERE t.id = p.owner_tenant_id) AS owner_slug,
+            (SELECT j.tenant_id FROM download_jobs j WHERE j.id = c.job_id) AS job_tenant
      FROM claimed c JOIN processes p ON p.id = c.process_id, counted
      WHERE counted.jobs >= 0 AND ",
     relaxed_commit!(),
@@ -216,6 +222,8 @@ pub async fn claim_batch(
             .map(|row| Claim {
                 document: row.document,
                 process_number: row.process_number,
+                process_owner: row.owner_id.zip(row.owner_slug),
+                job_tenant: row.job_tenant,
                 token,
             })
             .collect(),
@@ -227,6 +235,9 @@ struct ClaimRow {
     #[sqlx(flatten)]
     document: DocumentRow,
     process_number: String,
+    owner_id: Option<Uuid>,
+    owner_slug: Option<String>,
+    job_tenant: Option<Uuid>,
 }
 
 /// What a heartbeat found.

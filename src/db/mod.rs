@@ -28,6 +28,7 @@ macro_rules! strict_commit {
 pub(crate) use strict_commit;
 
 pub mod audit;
+pub mod credentials;
 pub mod documents;
 pub mod jobs;
 pub mod keys;

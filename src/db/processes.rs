@@ -25,6 +25,9 @@ pub struct ProcessRow {
     pub source: String,
     /// CNJ secrecy level, 0 (public) to 5.
     pub sigilo: i16,
+    /// The tenant whose alone the process is (read with a credential that saw sealed things);
+    /// none for a public process, shared by every tenant.
+    pub owner_tenant_id: Option<Uuid>,
 }
 
 /// A document as the source lists it, ready to store.
@@ -87,15 +90,22 @@ macro_rules! bind_listing {
 }
 pub(crate) use bind_listing;
 
-/// The process with this number, if known.
+/// The process with this number that `tenant` may see: its own sealed copy if it has one,
+/// else the public one, if known.
 pub async fn find_by_number(
     db: impl PgExecutor<'_>,
     number: &str,
+    tenant: Uuid,
 ) -> Result<Option<ProcessRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM processes WHERE number = $1")
-        .bind(number)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(
+        "SELECT * FROM processes
+         WHERE number = $1 AND (owner_tenant_id IS NULL OR owner_tenant_id = $2)
+         ORDER BY owner_tenant_id IS NULL LIMIT 1",
+    )
+    .bind(number)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await
 }
 
 /// Processes by id, in any order.
@@ -117,12 +127,13 @@ pub async fn find_by_ids(
 pub async fn upsert_listing(
     conn: &mut PgConnection,
     number: &str,
+    owner: Option<Uuid>,
     court: Option<&str>,
     class: Option<&str>,
     subject: Option<&str>,
     documents: &[ListedDocument<'_>],
 ) -> Result<ProcessRow, sqlx::Error> {
-    let (process, _) = upsert_process(&mut *conn, number, court, class, subject).await?;
+    let (process, _) = upsert_process(&mut *conn, number, owner, court, class, subject).await?;
     upsert_documents(conn, process.id, documents).await?;
     Ok(process)
 }
@@ -141,24 +152,35 @@ struct UpsertedProcess {
 pub async fn upsert_process(
     conn: &mut PgConnection,
     number: &str,
+    owner: Option<Uuid>,
     court: Option<&str>,
     class: Option<&str>,
     subject: Option<&str>,
 ) -> Result<(ProcessRow, bool), sqlx::Error> {
-    let upserted: UpsertedProcess = sqlx::query_as(
-        "INSERT INTO processes (number, court, class, subject)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (number) DO UPDATE
+    // A public process and each tenant's sealed copy are rows of their own.
+    let statement = if owner.is_some() {
+        "INSERT INTO processes (number, court, class, subject, owner_tenant_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (number, owner_tenant_id) WHERE owner_tenant_id IS NOT NULL DO UPDATE
             SET court = EXCLUDED.court, class = EXCLUDED.class, subject = EXCLUDED.subject,
                 looked_up_at = now(), updated_at = now()
-         RETURNING *, (xmax = 0) AS inserted",
-    )
-    .bind(number)
-    .bind(court)
-    .bind(class)
-    .bind(subject)
-    .fetch_one(&mut *conn)
-    .await?;
+         RETURNING *, (xmax = 0) AS inserted"
+    } else {
+        "INSERT INTO processes (number, court, class, subject, owner_tenant_id)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (number) WHERE owner_tenant_id IS NULL DO UPDATE
+            SET court = EXCLUDED.court, class = EXCLUDED.class, subject = EXCLUDED.subject,
+                looked_up_at = now(), updated_at = now()
+         RETURNING *, (xmax = 0) AS inserted"
+    };
+    let upserted: UpsertedProcess = sqlx::query_as(statement)
+        .bind(number)
+        .bind(court)
+        .bind(class)
+        .bind(subject)
+        .bind(owner)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok((upserted.process, upserted.inserted))
 }
 

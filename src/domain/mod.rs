@@ -2,6 +2,7 @@
 
 pub mod cnj;
 pub mod names;
+pub mod sealing;
 pub mod status;
 
 pub use cnj::ProcessNumber;

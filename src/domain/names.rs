@@ -76,6 +76,22 @@ pub fn storage_key(number: &ProcessNumber, source_id: &str, name: &str) -> Strin
     )
 }
 
+/// The S3 key of a document of a sealed process kept for one tenant:
+/// `tenants/{tenant}/` followed by [`storage_key`]'s key. `tenant` is a slug (letters, digits
+/// and `-`), which needs no cleaning.
+pub fn tenant_storage_key(
+    tenant: &str,
+    number: &ProcessNumber,
+    source_id: &str,
+    name: &str,
+) -> String {
+    format!(
+        "tenants/{}/{}",
+        sanitize_segment(tenant),
+        storage_key(number, source_id, name)
+    )
+}
+
 /// The key segment of a source document id: the id itself when [`sanitize_segment`] leaves it
 /// as it is, else the sanitized id (cut shorter if need be) followed by `~` and
 /// [`ID_HASH_HEX`] hex digits of the original id's SHA-256, so that ids which sanitize alike

@@ -100,3 +100,29 @@ impl Recorder {
         serde_json::Value::Object(object)
     }
 }
+
+/// Records a read of something sealed (a sealed process's documents, a link to a sealed
+/// document) in the audit log of the caller's tenant: secrecy asks to know who read what.
+pub async fn sealed_read(
+    ctx: &async_graphql::Context<'_>,
+    action: &str,
+    target: String,
+    details: Option<serde_json::Value>,
+) {
+    let (Some(principal), Some(svc)) = (ctx.data_opt::<Principal>(), ctx.data_opt::<Services>())
+    else {
+        return;
+    };
+    let client = ctx.data_opt::<ClientAddr>().map(|c| c.0.clone());
+    let actor = Actor::of(principal, client);
+    let entry = crate::db::audit::NewEntry {
+        tenant_id: actor.tenant_id,
+        key_id: actor.key_id,
+        action: action.to_string(),
+        target: Some(target),
+        outcome: "ok".into(),
+        client_addr: actor.client_addr,
+        details,
+    };
+    audit::record(&svc.pool, &entry).await;
+}

@@ -66,6 +66,7 @@ pub fn job_error(err: JobError) -> Error {
             JobError::InvalidWebhookUrl(_) => code::INVALID_WEBHOOK_URL,
             JobError::SourceUnavailable(_) => code::SOURCE_UNAVAILABLE,
             JobError::SourceAccessDenied { .. } => code::SOURCE_ACCESS_DENIED,
+            JobError::InvalidInput(_) => code::BAD_REQUEST,
             JobError::QuotaExceeded { .. } | JobError::TooManyWebhooks { .. } => {
                 code::QUOTA_EXCEEDED
             }

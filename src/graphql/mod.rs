@@ -3,6 +3,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod credentials;
 pub mod errors;
 pub mod loaders;
 pub mod multiplex;

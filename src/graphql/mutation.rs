@@ -4,6 +4,7 @@ use super::access::{principal, Access};
 use super::admin::{
     ApiKey, CreateApiKeyInput, CreatedApiKey, ProgressToken, WebhookSecretRotation,
 };
+use super::credentials::{SetSourceCredentialInput, SourceCredential};
 use super::errors::{client_error, code, internal, job_error, load_error};
 use super::loaders::Loaders;
 use super::types::DownloadJob;
@@ -274,5 +275,39 @@ impl Mutation {
         // This process need not wait for the announcement to reach it.
         ctx.data_unchecked::<Authenticator>().changed(&row.id).await;
         Ok(ApiKey(row))
+    }
+
+    /// Stores (or replaces) the caller's tenant's credential for a court source. The tenant's
+    /// jobs present it there instead of the source's configured one; a credential the court
+    /// refuses is not presented again until replaced here.
+    async fn set_source_credential(
+        &self,
+        ctx: &Context<'_>,
+        input: SetSourceCredentialInput,
+    ) -> Result<SourceCredential> {
+        let svc = ctx.data_unchecked::<Services>();
+        let tenant = principal(ctx)?.tenant_id;
+        let row = jobs::credentials::set(
+            svc,
+            tenant,
+            jobs::credentials::NewCredential {
+                source: input.source,
+                username: input.username,
+                password: input.password,
+                certificate_pkcs12_base64: input.certificate_pkcs12_base64,
+            },
+        )
+        .await
+        .map_err(job_error)?;
+        Ok(SourceCredential(row))
+    }
+
+    /// Removes the caller's tenant's credential for a source; whether there was one.
+    async fn remove_source_credential(&self, ctx: &Context<'_>, source: String) -> Result<bool> {
+        let svc = ctx.data_unchecked::<Services>();
+        let tenant = principal(ctx)?.tenant_id;
+        jobs::credentials::remove(svc, tenant, &source)
+            .await
+            .map_err(job_error)
     }
 }

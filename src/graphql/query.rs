@@ -2,10 +2,12 @@
 
 use super::access::{principal, Access};
 use super::admin::{tenant_filter, ApiKey, AuditEntry, Viewer};
+use super::credentials::SourceCredential;
 use super::errors::{client_error, code, internal, job_error, load_error};
 use super::loaders::Loaders;
 use super::types::{Document, DownloadJob, Process};
 use crate::auth::policy::Operation;
+use crate::auth::Scope;
 use crate::db;
 use crate::domain::status::JobStatus;
 use crate::jobs::{self, Services};
@@ -52,10 +54,23 @@ impl Query {
     /// yet; null if the source has no such case.
     async fn process(&self, ctx: &Context<'_>, number: String) -> Result<Option<Process>> {
         let svc = ctx.data_unchecked::<Services>();
-        Ok(jobs::lookup_process(svc, &number)
+        let tenant = principal(ctx)?.tenant_id;
+        Ok(jobs::lookup_process(svc, tenant, &number)
             .await
             .map_err(job_error)?
             .map(Process))
+    }
+
+    /// The caller's tenant's court credentials (never their secrets).
+    async fn source_credentials(&self, ctx: &Context<'_>) -> Result<Vec<SourceCredential>> {
+        let svc = ctx.data_unchecked::<Services>();
+        let tenant = principal(ctx)?.tenant_id;
+        Ok(jobs::credentials::list(svc, tenant)
+            .await
+            .map_err(job_error)?
+            .into_iter()
+            .map(SourceCredential)
+            .collect())
     }
 
     /// A download job by id.
@@ -205,13 +220,22 @@ impl Query {
         let Ok(id) = Uuid::parse_str(id.trim()) else {
             return Ok(None);
         };
-        let row = ctx
-            .data_unchecked::<Loaders>()
-            .document
-            .load_one(id)
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let Some(row) = loaders.document.load_one(id).await.map_err(load_error)? else {
+            return Ok(None);
+        };
+        // A document of a tenant's sealed process answers like an unknown one to the others.
+        let principal = principal(ctx)?;
+        let process = loaders
+            .process
+            .load_one(row.process_id)
             .await
             .map_err(load_error)?;
-        Ok(row.map(Document))
+        let owner = process.and_then(|p| p.owner_tenant_id);
+        if owner.is_some_and(|o| o != principal.tenant_id && !principal.allows(Scope::Admin)) {
+            return Ok(None);
+        }
+        Ok(Some(Document(row)))
     }
 }
 

@@ -55,7 +55,18 @@ impl Process {
             .load_one(self.0.id)
             .await
             .map_err(load_error)?;
-        page(rows.unwrap_or_default(), first, after)
+        let documents = page(rows.unwrap_or_default(), first, after)?;
+        if self.0.owner_tenant_id.is_some() {
+            let details = serde_json::json!({ "documents": documents.len() });
+            super::audit::sealed_read(
+                ctx,
+                "readSealedProcess",
+                self.0.number.clone(),
+                Some(details),
+            )
+            .await;
+        }
+        Ok(documents)
     }
     /// The newest download job of this process.
     async fn latest_job(&self, ctx: &Context<'_>) -> Result<Option<DownloadJob>> {
@@ -225,13 +236,25 @@ impl DownloadJob {
         #[graphql(default = 1000, desc = "Page size, 1 to 1,000.")] first: Option<i32>,
         #[graphql(desc = "Id of the last document of the previous page.")] after: Option<String>,
     ) -> Result<Vec<Document>> {
-        let rows = ctx
-            .data_unchecked::<Loaders>()
+        let loaders = ctx.data_unchecked::<Loaders>();
+        let rows = loaders
             .job_documents
             .load_one(self.0.id)
             .await
             .map_err(load_error)?;
-        page(rows.unwrap_or_default(), first, after)
+        let documents = page(rows.unwrap_or_default(), first, after)?;
+        let process = loaders
+            .process
+            .load_one(self.0.process_id)
+            .await
+            .map_err(load_error)?;
+        if let Some(process) = process.filter(|p| p.owner_tenant_id.is_some()) {
+            let details =
+                serde_json::json!({ "job": self.0.id.to_string(), "documents": documents.len() });
+            super::audit::sealed_read(ctx, "readSealedProcess", process.number, Some(details))
+                .await;
+        }
+        Ok(documents)
     }
     /// Created.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -419,7 +442,18 @@ impl Document {
     }
     /// Presigned download URL while AVAILABLE; renewed before it expires.
     async fn download_url(&self, ctx: &Context<'_>) -> Result<Option<String>> {
-        Ok(self.presigned(ctx).await?.map(|p| p.url))
+        let link = self.presigned(ctx).await?.map(|p| p.url);
+        if link.is_some() && self.0.sigilo > 0 {
+            let details = serde_json::json!({ "sourceId": self.0.source_id });
+            super::audit::sealed_read(
+                ctx,
+                "linkSealedDocument",
+                self.0.id.to_string(),
+                Some(details),
+            )
+            .await;
+        }
+        Ok(link)
     }
     /// When `downloadUrl` stops working.
     async fn download_url_expires_at(&self, ctx: &Context<'_>) -> Result<Option<DateTime<Utc>>> {

@@ -670,9 +670,17 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
             fault: None,
         }
     })?;
-    let key = names::storage_key(&number, &doc.source_id, &doc.name);
+    let key = match &claim.process_owner {
+        Some((_, tenant)) => names::tenant_storage_key(tenant, &number, &doc.source_id, &doc.name),
+        None => names::storage_key(&number, &doc.source_id, &doc.name),
+    };
     let journal = Journal { svc, claim };
-    let stored = super::transfer::stream(svc, &number, doc, &key, &journal)
+    let on_behalf_of = claim
+        .process_owner
+        .as_ref()
+        .map(|(id, _)| *id)
+        .or(claim.job_tenant);
+    let stored = super::transfer::stream(svc, &number, doc, &key, &journal, on_behalf_of)
         .await
         .map_err(|failed| match failed {
             Failed::Source(err) => AttemptError::from(err),

@@ -5,6 +5,7 @@
 //! moment at which a job exists and its work does not.
 
 pub mod cancellations;
+pub mod credentials;
 pub mod download;
 pub mod outage;
 mod quota;
@@ -70,6 +71,8 @@ pub struct Services {
     pub pool: PgPool,
     /// Upstream court sources, by court.
     pub sources: Sources,
+    /// Tenants' court credentials.
+    pub vault: Arc<credentials::Vault>,
     /// S3 bucket.
     pub storage: Storage,
     /// Settings.
@@ -215,6 +218,9 @@ pub enum JobError {
     /// The job is not in a state that allows this.
     #[error("{0}")]
     InvalidState(String),
+    /// The request's input is refused (the message says why).
+    #[error("{0}")]
+    InvalidInput(String),
     /// Anything else; details are logged, not shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -252,18 +258,20 @@ fn unavailable(number: &ProcessNumber, route: &Route, err: SourceError) -> JobEr
     JobError::SourceUnavailable(err.court_message().map(str::to_owned))
 }
 
-/// Looks `number` up at the source of its court, with the credential it takes there.
+/// Looks `number` up at the source of its court, with the credential `tenant` presents there.
 async fn look_up<'a>(
     svc: &'a Services,
     number: &ProcessNumber,
+    tenant: Uuid,
 ) -> Result<(Option<ProcessListing>, &'a Route), JobError> {
     let route = svc.sources.route(number);
-    let answer = match route.credential() {
-        Ok(credential) => {
-            let answer = route.source().lookup_as(number, credential).await;
-            if let Err(err) = &answer {
-                route.noted(credential, err);
-            }
+    let answer = match credentials::presented(svc, Some(tenant), route).await {
+        Ok(presented) => {
+            let answer = route
+                .source()
+                .lookup_as(number, presented.credential())
+                .await;
+            credentials::answered(svc, route, &presented, answer.as_ref().map(|_| ())).await;
             answer
         }
         Err(refused) => Err(refused),
@@ -272,6 +280,13 @@ async fn look_up<'a>(
         Ok(listing) => Ok((listing, route)),
         Err(err) => Err(unavailable(number, route, err)),
     }
+}
+
+/// Whose a listing is: the caller's alone when anything in it is sealed (it was read with a
+/// credential the court let see it), else everyone's.
+fn owner_of(listing: &ProcessListing, tenant: Uuid) -> Option<Uuid> {
+    let sealed = listing.sigilo > 0 || listing.documents.iter().any(|d| d.sigilo > 0);
+    sealed.then_some(tenant)
 }
 
 /// Records where a listing came from and what only MNI listings carry (secrecy, parents).
@@ -299,17 +314,23 @@ pub fn parse_job_id(raw: &str) -> Result<Uuid, JobError> {
 
 /// A process by number: from the database, else looked up at the source and stored.
 /// `None` if the source has no such case.
-pub async fn lookup_process(svc: &Services, raw: &str) -> Result<Option<ProcessRow>, JobError> {
+pub async fn lookup_process(
+    svc: &Services,
+    tenant: Uuid,
+    raw: &str,
+) -> Result<Option<ProcessRow>, JobError> {
     let number = ProcessNumber::parse(raw)?;
-    if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
+    if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str(), tenant).await?
+    {
         return Ok(Some(process));
     }
-    let (Some(listing), route) = look_up(svc, &number).await? else {
+    let (Some(listing), route) = look_up(svc, &number, tenant).await? else {
         return Ok(None);
     };
     quota::check_size(&number, &listing, &svc.settings)?;
     let mut tx = svc.pool.begin().await?;
-    let process = store_listing(&mut tx, &number, &listing).await?;
+    let owner = owner_of(&listing, tenant);
+    let process = store_listing(&mut tx, &number, &listing, owner).await?;
     store_origin(&mut tx, process.id, route, &listing).await?;
     tx.commit().await?;
     Ok(Some(process))
@@ -319,10 +340,12 @@ async fn store_listing(
     conn: &mut PgConnection,
     number: &ProcessNumber,
     listing: &ProcessListing,
+    owner: Option<Uuid>,
 ) -> Result<ProcessRow, sqlx::Error> {
     db::processes::upsert_listing(
         conn,
         number.as_str(),
+        owner,
         listing.court.as_deref(),
         listing.class.as_deref(),
         listing.subject.as_deref(),
@@ -389,7 +412,9 @@ pub async fn start_download(
     let _serialized = lock.lock().await;
     // Most repeated calls end here, without asking the source anything (and an existing job
     // is never refused by the quota).
-    if let Some(process) = db::processes::find_by_number(&svc.pool, number.as_str()).await? {
+    if let Some(process) =
+        db::processes::find_by_number(&svc.pool, number.as_str(), tenant_id).await?
+    {
         if let Some(job) = reusable(&svc.pool, tenant_id, process.id, request.force).await? {
             return Ok((
                 webhook::attach(svc, job, webhook_url.as_deref()).await?,
@@ -399,7 +424,7 @@ pub async fn start_download(
     }
     quota::precheck(&svc.pool, tenant_id, &svc.settings).await?;
 
-    let (listing, route) = look_up(svc, &number).await?;
+    let (listing, route) = look_up(svc, &number, tenant_id).await?;
     let listing = listing.ok_or_else(|| JobError::ProcessNotFound(number.to_string()))?;
     quota::check_size(&number, &listing, &svc.settings)?;
 
@@ -407,6 +432,7 @@ pub async fn start_download(
     let (process, new) = db::processes::upsert_process(
         &mut tx,
         number.as_str(),
+        owner_of(&listing, tenant_id),
         listing.court.as_deref(),
         listing.class.as_deref(),
         listing.subject.as_deref(),

@@ -7,6 +7,7 @@ use crate::db::DocumentRow;
 use crate::domain::ProcessNumber;
 use crate::source::{self, ListedDocument, SourceError};
 use crate::storage::{UploadError, UploadJournal, UploadOptions};
+use uuid::Uuid;
 
 /// A copy stored.
 pub(crate) struct Stored {
@@ -39,27 +40,29 @@ pub(crate) fn listed(doc: &DocumentRow) -> ListedDocument {
     }
 }
 
-/// Streams `doc` of `number` from the source into `key`.
+/// Streams `doc` of `number` from the source into `key`, presenting the credential of
+/// `on_behalf_of` (the process's owner, else the tenant of the job that wants it).
 pub(crate) async fn stream(
     svc: &Services,
     number: &ProcessNumber,
     doc: &DocumentRow,
     key: &str,
     journal: &dyn UploadJournal,
+    on_behalf_of: Option<Uuid>,
 ) -> Result<Stored, Failed> {
     let max = svc.settings.max_document_bytes;
     let size = doc.size.and_then(|s| u64::try_from(s).ok());
     source::check_announced(size, None, max).map_err(Failed::Source)?;
     let route = svc.sources.route(number);
-    let credential = route.credential().map_err(Failed::Source)?;
-    let body = route
-        .source()
-        .open_as(number, &listed(doc), credential)
+    let presented = super::credentials::presented(svc, on_behalf_of, route)
         .await
-        .map_err(|err| {
-            route.noted(credential, &err);
-            Failed::Source(err)
-        })?;
+        .map_err(Failed::Source)?;
+    let opened = route
+        .source()
+        .open_as(number, &listed(doc), presented.credential())
+        .await;
+    super::credentials::answered(svc, route, &presented, opened.as_ref().map(|_| ())).await;
+    let body = opened.map_err(Failed::Source)?;
     let content_type = doc
         .mime_type
         .clone()

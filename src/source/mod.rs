@@ -43,6 +43,7 @@ use url::Url;
 use crate::domain::ProcessNumber;
 
 pub use credential::Credential;
+pub(crate) use mni::CREDENTIAL_REFUSED;
 pub use retry::parse_retry_after;
 pub use routes::{Route, Sources};
 pub use verify::{check_announced, verify, Verified, VerifiedDigest};

@@ -168,6 +168,8 @@ pub fn config(db_url: &str, s3: &TestS3, source_url: &str, o: &Options) -> Confi
     // The tests use the built-in webhook test receiver (off by default outside the embedded
     // defaults).
     c.test_receiver = Some(true);
+    // Tenants' court credentials are sealed with a key of the test's own.
+    c.encryption_key = Some(autos::domain::sealing::SealingKey::generate());
     c
 }
 

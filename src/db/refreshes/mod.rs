@@ -83,6 +83,10 @@ pub struct RefreshClaim {
     pub document: DocumentRow,
     /// The process number it belongs to.
     pub process_number: String,
+    /// Whose the process is, when sealed: the tenant's id and slug.
+    pub process_owner: Option<(Uuid, String)>,
+    /// The tenant of the job that last held the document.
+    pub job_tenant: Option<Uuid>,
     /// Attempts of this refresh before this one.
     pub attempts: i32,
 }
@@ -91,6 +95,9 @@ pub struct RefreshClaim {
 struct ClaimRow {
     refresh_attempts: i32,
     process_number: String,
+    owner_id: Option<Uuid>,
+    owner_slug: Option<String>,
+    job_tenant: Option<Uuid>,
     #[sqlx(flatten)]
     document: DocumentRow,
 }
@@ -117,7 +124,10 @@ pub async fn claim(
                 (SELECT array_agg(document_id) FROM claimed),
                 (SELECT array_agg('PENDING'::text) FROM claimed),
                 (SELECT array_agg('PROCESSING'::text) FROM claimed)))
-         SELECT c.attempts AS refresh_attempts, p.number AS process_number, d.*
+         SELECT c.attempts AS refresh_attempts, p.number AS process_number,
+                p.owner_tenant_id AS owner_id,
+                (SELECT t.slug FROM tenants t WHERE t.id = p.owner_tenant_id) AS owner_slug,
+                (SELECT j.tenant_id FROM download_jobs j WHERE j.id = d.job_id) AS job_tenant, d.*
          FROM claimed c JOIN documents d ON d.id = c.document_id
          JOIN processes p ON p.id = d.process_id, counted
          WHERE counted.jobs >= 0 ORDER BY array_position($1, c.document_id)"
@@ -132,6 +142,8 @@ pub async fn claim(
         .map(|row| RefreshClaim {
             document: row.document,
             process_number: row.process_number,
+            process_owner: row.owner_id.zip(row.owner_slug),
+            job_tenant: row.job_tenant,
             attempts: row.refresh_attempts,
         })
         .collect())

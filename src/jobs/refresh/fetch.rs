@@ -60,13 +60,23 @@ pub(super) async fn fetch(
     let key = doc
         .storage_key
         .clone()
-        .unwrap_or_else(|| names::storage_key(&number, &doc.source_id, &doc.name));
+        .unwrap_or_else(|| match &claim.process_owner {
+            Some((_, tenant)) => {
+                names::tenant_storage_key(tenant, &number, &doc.source_id, &doc.name)
+            }
+            None => names::storage_key(&number, &doc.source_id, &doc.name),
+        });
+    let on_behalf_of = claim
+        .process_owner
+        .as_ref()
+        .map(|(id, _)| *id)
+        .or(claim.job_tenant);
     let journal = Journal {
         svc,
         document: doc.id,
         token,
     };
-    let stored = transfer::stream(svc, &number, doc, &key, &journal)
+    let stored = transfer::stream(svc, &number, doc, &key, &journal, on_behalf_of)
         .await
         .map_err(|failed| match failed {
             Failed::Source(err) => Failure::from(err),
