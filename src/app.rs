@@ -216,11 +216,16 @@ pub async fn key_command(pool: &sqlx::PgPool, command: KeyCommand) -> anyhow::Re
 
 /// The sample court: `./playground/sample-court`, else the one beside the sources.
 fn sample_court() -> PathBuf {
-    let local = Path::new("playground/sample-court");
+    sample_dir("playground/sample-court")
+}
+
+/// `dir` of the working directory, else the one beside the sources.
+fn sample_dir(dir: &str) -> PathBuf {
+    let local = Path::new(dir);
     if local.is_dir() {
         return local.canonicalize().unwrap_or_else(|_| local.to_path_buf());
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("playground/sample-court")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
 }
 
 impl Application {
@@ -311,10 +316,27 @@ impl Application {
         };
         let source = Source::new(source_config.clone())
             .map_err(|e| anyhow::anyhow!("AUTOS_SOURCE_URL: {e}"))?;
-        let sources = match &config.sources_file {
-            Some(path) => Sources::from_file(path, &source_config, source)
+        let sources = match (&config.sources_file, &config.source_url) {
+            (Some(path), _) => Sources::from_file(path, &source_config, source)
                 .map_err(|e| anyhow::anyhow!("AUTOS_SOURCES_FILE: {e}"))?,
-            None => Sources::single(source),
+            (None, Some(_)) => Sources::single(source),
+            // The embedded defaults: the sample cases over MNI, as a real court serves them.
+            (None, None) => {
+                let mni = crate::embedded::mni::EmbeddedMni::start(
+                    &sample_court(),
+                    &sample_dir("playground/sample-court-sealed"),
+                )
+                .await?;
+                tracing::info!(url = %mni.url(), "AUTOS_SOURCES_FILE not set: the sample court also speaks MNI, as source `sample` (sealed case for user `demo`)");
+                let sample = Source::new(SourceConfig {
+                    token: None,
+                    // Loopback, in this process: nothing to spare.
+                    rate_per_minute: 100_000,
+                    ..source_config.clone().with_url(mni.url())
+                })
+                .map_err(|e| anyhow::anyhow!("the embedded MNI court: {e}"))?;
+                Sources::everything_to("sample", sample, source)
+            }
         };
         tracing::info!(sources = %sources.describe(), "court sources");
         let sealer = config

@@ -139,6 +139,16 @@ impl SourceConfig {
     }
 }
 
+impl SourceConfig {
+    /// The same settings for another URL.
+    pub fn with_url(self, url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..self
+        }
+    }
+}
+
 impl fmt::Debug for SourceConfig {
     // Hand-written so that the token never reaches a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -173,6 +173,29 @@ impl Sources {
         }
     }
 
+    /// Every number to `source` (called `name`), e.g. the embedded sample MNI court; `fallback`
+    /// stays the `default` source by name.
+    pub fn everything_to(name: &str, source: Source, fallback: Source) -> Self {
+        Self {
+            inner: Arc::new(Routes {
+                routes: vec![Route {
+                    name: name.to_string(),
+                    courts: vec![Courts::All],
+                    source,
+                    configured: None,
+                    refused: AtomicBool::new(false),
+                }],
+                fallback: Route {
+                    name: DEFAULT_SOURCE.to_string(),
+                    courts: vec![Courts::All],
+                    source: fallback,
+                    configured: None,
+                    refused: AtomicBool::new(false),
+                },
+            }),
+        }
+    }
+
     /// Reads `AUTOS_SOURCES_FILE`: each `[[source]]` is built on `base` (timeouts, address
     /// rules) with its own url, token and limits; `fallback` serves every number no source
     /// claims. Errors name the file, the source and what is wrong, never a secret.

@@ -68,6 +68,9 @@ pub(super) fn read(body: &[u8]) -> Answer {
                         answer.organ = attr(attrs, "nomeOrgao");
                     }
                     b"assunto" if answer.subject.is_none() => in_subject = true,
+                    b"assuntoLocal" if in_subject => {
+                        answer.subject = attr(attrs, "descricao").filter(|d| !d.trim().is_empty());
+                    }
                     b"documento" | b"documentoVinculado" if within(&open, b"processo") => {
                         let id = attr(attrs, "idDocumento").unwrap_or_default();
                         answer.documents.push(document(attrs, &id, docs.last()));
@@ -148,7 +151,10 @@ fn document(attrs: &[u8], id: &str, parent: Option<&String>) -> ListedDocument {
     ListedDocument {
         id: id.to_string(),
         name: file_name(description.as_deref(), id, mime.as_deref()),
-        kind: description.or(kind),
+        // Courts write a code of their document table (`58`); a name is the better kind.
+        kind: kind
+            .filter(|k| !k.bytes().all(|b| b.is_ascii_digit()))
+            .or(description),
         url: format!("mni:{id}"),
         size: None,
         sha256,
