@@ -17,16 +17,18 @@ CREATE UNIQUE INDEX processes_public_number ON processes (number) WHERE owner_te
 CREATE UNIQUE INDEX processes_owned_number ON processes (number, owner_tenant_id)
     WHERE owner_tenant_id IS NOT NULL;
 
--- Each tenant's own credentials at its courts. The password is sealed (ChaCha20-Poly1305 with
--- AUTOS_ENCRYPTION_KEY, bound to tenant, source and user): `sealed` is nonce || ciphertext,
--- `key_id` names the key that sealed it. `refused_at`: the court refused it; it is not
--- presented again until replaced.
+-- Each tenant's own credentials at its courts. The secrets (password, A1 certificate and its
+-- password) are sealed together (ChaCha20-Poly1305 with AUTOS_ENCRYPTION_KEY, bound to tenant,
+-- source and user): `sealed` is nonce || ciphertext, `key_id` names the key that sealed it.
+-- `certificate_subject` says whose certificate it holds, for people. `refused_at`: the court
+-- refused it; it is not presented again until replaced.
 CREATE TABLE source_credentials (
     tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     source text NOT NULL,
     username text NOT NULL,
     sealed bytea NOT NULL,
     key_id text NOT NULL,
+    certificate_subject text,
     created_at timestamptz NOT NULL DEFAULT now(),
     last_used_at timestamptz,
     last_error text,

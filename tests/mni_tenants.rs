@@ -365,3 +365,95 @@ async fn no_password_reaches_the_database_or_the_audit_log_in_the_clear() {
     }
     app.stop().await;
 }
+
+/// Gives `tenant` an A1 certificate (and no password) for source `tjsp`.
+async fn set_certificate(tenant: &Tenant, p12: &[u8], password: &str) -> Value {
+    use base64::Engine;
+    tenant
+        .gql(
+            "mutation($c: String!, $p: String!) { setSourceCredential(input: {source: \"tjsp\", username: \"a\", certificatePkcs12Base64: $c, certificatePassword: $p}) { source certificateSubject } }",
+            json!({ "c": base64::engine::general_purpose::STANDARD.encode(p12), "p": password }),
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_court_that_demands_a_client_certificate_gets_the_tenants_a1() {
+    use base64::Engine;
+    let (mni, tls) = MniCourt::start_tls().await;
+    let n = number(4205);
+    let (process, bytes) = sealed_case();
+    mni.add_process(&n, process);
+    // The court's authority is trusted for this source only (`ca_file`).
+    let dir = common::temp_dir("sources");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &tls.ca_pem).unwrap();
+    let path = dir.join("sources.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[source]]\nname = \"tjsp\"\ncourts = [\"8.26\"]\nurl = \"{}\"\nca_file = \"{}\"\nrate_per_minute = 100000\n",
+            mni.url(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let app = TestApp::spawn_configured(Court::start().await, Options::default(), move |c| {
+        c.sources_file = Some(path);
+    })
+    .await;
+    let acme = Tenant::of(&app, "acme").await;
+    let beta = Tenant::of(&app, "beta").await;
+    let b64 = |der: &[u8]| base64::engine::general_purpose::STANDARD.encode(der);
+
+    // Without a certificate the TLS handshake fails: no call reaches the court.
+    let body = acme.start(&n).await;
+    assert_eq!(error_code(&body), "SOURCE_UNAVAILABLE", "{body:#}");
+    assert!(mni.calls().is_empty());
+
+    // A certificate that does not open with its password is refused when given.
+    let wrong = set_certificate(&acme, &tls.client_p12, "not-its-password").await;
+    assert_eq!(error_code(&wrong), "BAD_REQUEST", "{wrong:#}");
+
+    // acme's A1, with no password at all: the case is read over mutual TLS.
+    let ok = set_certificate(&acme, &tls.client_p12, "senha-do-certificado").await;
+    assert!(ok.get("errors").is_none(), "{ok:#}");
+    let subject = ok["data"]["setSourceCredential"]["certificateSubject"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(subject.contains("ADVOGADO DE TESTE"), "{ok:#}");
+    let job = acme.finished(&n).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    for (id, expected) in &bytes {
+        let (stored, _, _) = app
+            .object(doc(&job, id)["storageKey"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(&stored, expected);
+    }
+    assert!(mni.calls().iter().all(|c| c.password.is_none()));
+
+    // A certificate of another authority: the court's TLS refuses it.
+    let stranger = set_certificate(&beta, &tls.stranger_p12, "senha-do-certificado").await;
+    assert!(stranger.get("errors").is_none(), "{stranger:#}");
+    let calls = mni.calls().len();
+    let body = beta.start(&n).await;
+    assert_eq!(error_code(&body), "SOURCE_UNAVAILABLE", "{body:#}");
+    assert_eq!(
+        mni.calls().len(),
+        calls,
+        "the handshake failed before any call"
+    );
+
+    // Neither the certificate nor its password is in the database in the clear.
+    let dump = std::process::Command::new("pg_dump")
+        .arg("--data-only")
+        .arg(&app.db.url)
+        .output()
+        .expect("run pg_dump");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(text.contains("source_credentials"));
+    assert!(!text.contains("senha-do-certificado"));
+    assert!(!text.contains(&b64(&tls.client_p12)[..64]));
+    app.stop().await;
+}

@@ -18,6 +18,8 @@ pub struct CredentialRow {
     pub sealed: Vec<u8>,
     /// The key that sealed it.
     pub key_id: String,
+    /// The subject of its client certificate, when it has one.
+    pub certificate_subject: Option<String>,
     /// Stored (or last replaced).
     pub created_at: DateTime<Utc>,
     /// Last presented to the court (to the minute).
@@ -36,12 +38,15 @@ pub async fn put(
     username: &str,
     sealed: &[u8],
     key_id: &str,
+    certificate_subject: Option<&str>,
 ) -> Result<CredentialRow, sqlx::Error> {
     sqlx::query_as(
-        "INSERT INTO source_credentials (tenant_id, source, username, sealed, key_id)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO source_credentials (tenant_id, source, username, sealed, key_id,
+                                         certificate_subject)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (tenant_id, source) DO UPDATE
             SET username = EXCLUDED.username, sealed = EXCLUDED.sealed, key_id = EXCLUDED.key_id,
+                certificate_subject = EXCLUDED.certificate_subject,
                 created_at = now(), last_used_at = NULL, last_error = NULL, refused_at = NULL
          RETURNING *",
     )
@@ -50,6 +55,7 @@ pub async fn put(
     .bind(username)
     .bind(sealed)
     .bind(key_id)
+    .bind(certificate_subject)
     .fetch_one(db)
     .await
 }

@@ -14,7 +14,8 @@ pub struct SetSourceCredentialInput {
     pub username: String,
     /// Its password (`senhaConsultante`).
     pub password: Option<String>,
-    /// An A1 certificate for mutual TLS (PKCS#12, base64): not supported yet, refused.
+    /// An A1 certificate for mutual TLS (the `.pfx`/`.p12` file, base64), presented in the
+    /// TLS handshake with the court. Checked now: one that does not open is refused.
     pub certificate_pkcs12_base64: Option<String>,
     /// The certificate's password.
     pub certificate_password: Option<String>,
@@ -44,6 +45,10 @@ impl SourceCredential {
     /// What the court last answered against it; set when it refused it.
     async fn last_error(&self) -> Option<&str> {
         self.0.last_error.as_deref()
+    }
+    /// The subject of its client certificate (`CN=…`), when it has one.
+    async fn certificate_subject(&self) -> Option<&str> {
+        self.0.certificate_subject.as_deref()
     }
     /// Whether the court refused it: it is not presented again until replaced.
     async fn refused(&self) -> bool {

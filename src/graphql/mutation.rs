@@ -295,6 +295,7 @@ impl Mutation {
                 username: input.username,
                 password: input.password,
                 certificate_pkcs12_base64: input.certificate_pkcs12_base64,
+                certificate_password: input.certificate_password,
             },
         )
         .await

@@ -16,7 +16,8 @@ use super::{JobError, Services};
 use crate::db;
 use crate::db::credentials::CredentialRow;
 use crate::domain::sealing::Sealer;
-use crate::source::{Credential, Route, SourceError};
+use crate::source::{ClientCertificate, Credential, Route, SourceError};
+use base64::Engine;
 
 /// How long a tenant's credential, once read, is used without reading it again. A credential
 /// replaced or refused in another process is seen here within this time.
@@ -29,6 +30,8 @@ type Held = HashMap<(Uuid, String), (Instant, Option<CredentialRow>)>;
 pub struct Vault {
     sealer: Option<Sealer>,
     held: Mutex<Held>,
+    /// Credentials opened, by their sealed value.
+    opened: Mutex<HashMap<Vec<u8>, Credential>>,
 }
 
 /// The credential presented for one request, and whose it is.
@@ -63,6 +66,8 @@ pub struct NewCredential {
     pub password: Option<String>,
     /// An A1 certificate (PKCS#12, base64).
     pub certificate_pkcs12_base64: Option<String>,
+    /// Its password.
+    pub certificate_password: Option<String>,
 }
 
 impl Vault {
@@ -71,6 +76,7 @@ impl Vault {
         Self {
             sealer,
             held: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,8 +84,40 @@ impl Vault {
         self.lock().remove(&(tenant, source.to_string()));
     }
 
+    fn opened_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Credential>> {
+        self.opened.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The secrets of a credential, sealed together.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Secrets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    /// The PKCS#12 file, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pkcs12: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_password: Option<String>,
+}
+
+impl Secrets {
+    fn certificate(&self) -> Result<Option<ClientCertificate>, String> {
+        let Some(pkcs12) = &self.pkcs12 else {
+            return Ok(None);
+        };
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(pkcs12.trim())
+            .map_err(|_| "certificatePkcs12Base64 is not base64".to_string())?;
+        ClientCertificate::from_pkcs12(
+            &der,
+            self.certificate_password.as_deref().unwrap_or_default(),
+        )
+        .map(Some)
     }
 }
 
@@ -105,30 +143,40 @@ pub async fn set(
             "source `{source}` does not take credentials (only MNI sources do)"
         )));
     }
-    if input.certificate_pkcs12_base64.is_some() {
-        return Err(JobError::InvalidInput(
-            "client certificates (A1, PKCS#12) are not supported yet: give a username and password"
-                .into(),
-        ));
-    }
     let username = input.username.trim();
     if username.is_empty() || username.len() > 200 {
         return Err(JobError::InvalidInput(
             "username must be 1 to 200 characters".into(),
         ));
     }
-    let password = input.password.unwrap_or_default();
-    if password.is_empty() || password.len() > 1000 {
+    let secrets = Secrets {
+        password: input.password.filter(|p| !p.is_empty()),
+        pkcs12: input
+            .certificate_pkcs12_base64
+            .filter(|c| !c.trim().is_empty()),
+        certificate_password: input.certificate_password,
+    };
+    if secrets.password.is_none() && secrets.pkcs12.is_none() {
         return Err(JobError::InvalidInput(
-            "password must be 1 to 1000 characters".into(),
+            "give a password, a certificate (certificatePkcs12Base64), or both".into(),
         ));
     }
+    if secrets.password.as_ref().is_some_and(|p| p.len() > 1000)
+        || secrets.pkcs12.as_ref().is_some_and(|c| c.len() > 64 * 1024)
+    {
+        return Err(JobError::InvalidInput(
+            "the password (1,000 characters) or the certificate (64 KiB) is too long".into(),
+        ));
+    }
+    // A certificate that does not open is refused now, not at the court.
+    let certificate = secrets.certificate().map_err(JobError::InvalidInput)?;
     let Some(sealer) = &svc.vault.sealer else {
         return Err(JobError::InvalidState(
             "credentials cannot be stored: AUTOS_ENCRYPTION_KEY is not set".into(),
         ));
     };
-    let sealed = sealer.seal(password.as_bytes(), &bound_to(tenant, source, username));
+    let plain = serde_json::to_vec(&secrets).map_err(|e| JobError::Internal(e.into()))?;
+    let sealed = sealer.seal(&plain, &bound_to(tenant, source, username));
     let row = db::credentials::put(
         &svc.pool,
         tenant,
@@ -136,6 +184,7 @@ pub async fn set(
         username,
         &sealed,
         sealer.current_id(),
+        certificate.as_ref().map(ClientCertificate::subject),
     )
     .await?;
     svc.vault.forget(tenant, source);
@@ -173,32 +222,55 @@ pub(crate) async fn presented<'a>(
                     "the tenant's credential cannot be opened: AUTOS_ENCRYPTION_KEY is not set",
                 ));
             };
-            let password = sealer
-                .open(
-                    &row.key_id,
-                    &row.sealed,
-                    &bound_to(tenant, &row.source, &row.username),
-                )
-                .map_err(|e| {
-                    tracing::error!(tenant = %tenant, source = %row.source, error = %e, "a stored credential does not open");
-                    SourceError::invalid("the tenant's credential for this source cannot be opened")
-                })?;
-            let password = String::from_utf8(password).map_err(|_| {
-                SourceError::invalid("the tenant's credential for this source cannot be opened")
-            })?;
+            let credential = opened(svc, sealer, tenant, route.name(), &row)?;
             return Ok(Presented::Own {
-                credential: Credential::of_tenant(
-                    tenant,
-                    route.name(),
-                    row.username.clone(),
-                    Some(password),
-                ),
+                credential,
                 tenant,
                 sealed: row.sealed,
             });
         }
     }
     route.credential().map(Presented::Configured)
+}
+
+/// The credential a stored row holds, opened (once per sealed value: opening a certificate
+/// is slow on purpose).
+fn opened(
+    svc: &Services,
+    sealer: &Sealer,
+    tenant: Uuid,
+    source: &str,
+    row: &CredentialRow,
+) -> Result<Credential, SourceError> {
+    if let Some(credential) = svc.vault.opened_lock().get(&row.sealed) {
+        return Ok(credential.clone());
+    }
+    let unusable = |e: &dyn std::fmt::Display| {
+        tracing::error!(tenant = %tenant, source = %row.source, error = %e, "a stored credential does not open");
+        SourceError::invalid("the tenant's credential for this source cannot be opened")
+    };
+    let plain = sealer
+        .open(
+            &row.key_id,
+            &row.sealed,
+            &bound_to(tenant, &row.source, &row.username),
+        )
+        .map_err(|e| unusable(&e))?;
+    let secrets: Secrets = serde_json::from_slice(&plain).map_err(|e| unusable(&e))?;
+    let certificate = secrets.certificate().map_err(|e| unusable(&e))?;
+    let credential = Credential::of_tenant(
+        tenant,
+        source,
+        row.username.clone(),
+        secrets.password,
+        certificate,
+    );
+    let mut opened = svc.vault.opened_lock();
+    if opened.len() >= 1024 {
+        opened.clear();
+    }
+    opened.insert(row.sealed.clone(), credential.clone());
+    Ok(credential)
 }
 
 /// The tenant's stored credential for `source`, read at most every [`FRESH_FOR`].

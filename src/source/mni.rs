@@ -38,26 +38,37 @@ pub(crate) const CASE_REFUSED: &str = "the court refused access to this case";
 /// The phrase of a document the court does not have.
 const NO_DOCUMENT: &str = "the court does not have this document";
 
-/// One MNI endpoint, its HTTP client and its call rate per credential.
+/// One MNI endpoint, its HTTP clients and its call rate per credential.
 pub(super) struct Mni {
+    /// The client without a certificate of its own.
     client: reqwest::Client,
+    /// A client per client certificate (mutual TLS), by fingerprint.
+    with_identity: std::sync::Mutex<std::collections::HashMap<String, reqwest::Client>>,
+    roots: Vec<reqwest::Certificate>,
     endpoint: Url,
     request_timeout: Duration,
     pace: pace::Pace,
 }
 
+fn builder(request_timeout: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("autos/", env!("CARGO_PKG_VERSION")))
+        // A SOAP POST is never replayed elsewhere: a redirect is the court's misconfiguration.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(request_timeout)
+        .read_timeout(request_timeout)
+        .tls_certs_merge(roots.iter().cloned())
+}
+
 impl Mni {
     pub(super) fn new(endpoint: Url, cfg: &SourceConfig) -> Result<Self, SourceError> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("autos/", env!("CARGO_PKG_VERSION")))
-            // A SOAP POST is never replayed elsewhere: a redirect is the court's misconfiguration.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.request_timeout)
-            .read_timeout(cfg.request_timeout)
+        let client = builder(cfg.request_timeout, &cfg.ca_certificates)
             .build()
             .map_err(|e| SourceError::invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             client,
+            with_identity: std::sync::Mutex::new(std::collections::HashMap::new()),
+            roots: cfg.ca_certificates.clone(),
             endpoint,
             request_timeout: cfg.request_timeout,
             pace: pace::Pace::new(cfg.rate_per_minute),
@@ -75,8 +86,8 @@ impl Mni {
         self.pace
             .turn(credential.map_or("public", |c| c.key.as_str()))
             .await;
-        let request = self
-            .client
+        let client = self.client_for(credential)?;
+        let request = client
             .post(self.endpoint.clone())
             .header(CONTENT_TYPE, "text/xml; charset=UTF-8")
             .header("SOAPAction", HeaderValue::from_static(SOAP_ACTION))
@@ -86,6 +97,27 @@ impl Mni {
             Ok(Err(e)) => Err(transport_error(what, &self.endpoint, e)),
             Err(_) => Err(timed_out(what, self.request_timeout)),
         }
+    }
+
+    /// The client presenting `credential`'s certificate, if it has one (built once each).
+    fn client_for(&self, credential: Option<&Credential>) -> Result<reqwest::Client, SourceError> {
+        let Some(certificate) = credential.and_then(|c| c.certificate.as_ref()) else {
+            return Ok(self.client.clone());
+        };
+        let mut clients = self.with_identity.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(certificate.fingerprint()) {
+            return Ok(client.clone());
+        }
+        let identity = certificate.identity().map_err(|e| {
+            tracing::warn!(certificate = %certificate.subject(), error = %e, "a client certificate cannot be used");
+            SourceError::denied("the client certificate cannot be used for TLS")
+        })?;
+        let client = builder(self.request_timeout, &self.roots)
+            .identity(identity)
+            .build()
+            .map_err(|e| SourceError::invalid(format!("cannot build the HTTP client: {e}")))?;
+        clients.insert(certificate.fingerprint().to_string(), client.clone());
+        Ok(client)
     }
 
     /// Phase one: the case and its documents. `Ok(None)` when the court does not have it.

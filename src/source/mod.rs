@@ -42,7 +42,7 @@ use url::Url;
 
 use crate::domain::ProcessNumber;
 
-pub use credential::Credential;
+pub use credential::{ClientCertificate, Credential};
 pub(crate) use mni::CREDENTIAL_REFUSED;
 pub use retry::parse_retry_after;
 pub use routes::{Route, Sources};
@@ -119,6 +119,9 @@ pub struct SourceConfig {
     pub allow_private: bool,
     /// Calls per minute per credential (MNI sources): courts lock accounts that hammer them.
     pub rate_per_minute: u32,
+    /// Certificate authorities trusted for the source besides the usual roots (MNI sources;
+    /// many courts chain to ICP-Brasil, which is not among them).
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }
 
 impl SourceConfig {
@@ -135,6 +138,7 @@ impl SourceConfig {
             allowed_hosts: Vec::new(),
             allow_private: false,
             rate_per_minute: routes::DEFAULT_RATE_PER_MINUTE,
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -163,6 +167,7 @@ impl fmt::Debug for SourceConfig {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allow_private", &self.allow_private)
             .field("rate_per_minute", &self.rate_per_minute)
+            .field("ca_certificates", &self.ca_certificates.len())
             .finish()
     }
 }

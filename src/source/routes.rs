@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Credential, Source, SourceConfig, SourceError};
+use super::{ClientCertificate, Credential, Source, SourceConfig, SourceError};
 use crate::domain::ProcessNumber;
 
 /// The name the default source (`AUTOS_SOURCE_URL`) goes by.
@@ -154,6 +154,11 @@ struct Entry {
     token: Option<String>,
     rate_per_minute: Option<u32>,
     concurrency: Option<u32>,
+    /// An A1 certificate (PKCS#12 file) for mutual TLS, and its password.
+    certificate: Option<std::path::PathBuf>,
+    certificate_password: Option<String>,
+    /// PEM file of certificate authorities to trust for this source.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl Sources {
@@ -236,13 +241,58 @@ impl Sources {
                 .map(|c| Courts::parse(c))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("source `{name}`: {e}"))?;
-            let configured = match (entry.username, entry.password) {
-                (None, None) => None,
-                (Some(username), password) => {
-                    Some(Credential::configured(&name, username, password))
+            let certificate = match &entry.certificate {
+                None => None,
+                Some(path) => {
+                    let der = std::fs::read(path).map_err(|e| {
+                        format!(
+                            "source `{name}`: cannot read certificate {}: {e}",
+                            path.display()
+                        )
+                    })?;
+                    let password = entry.certificate_password.as_deref().unwrap_or_default();
+                    Some(
+                        ClientCertificate::from_pkcs12(&der, password)
+                            .map_err(|e| format!("source `{name}`: {e}"))?,
+                    )
                 }
-                (None, Some(_)) => {
-                    return Err(format!("source `{name}`: a `password` needs a `username`"))
+            };
+            let configured = match (entry.username, entry.password, certificate) {
+                (None, None, None) => None,
+                (Some(username), password, certificate) => Some(Credential::configured(
+                    &name,
+                    username,
+                    password,
+                    certificate,
+                )),
+                (None, _, _) => {
+                    return Err(format!(
+                        "source `{name}`: a `password` or `certificate` needs a `username`"
+                    ))
+                }
+            };
+            let ca_certificates = match &entry.ca_file {
+                None => Vec::new(),
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        format!(
+                            "source `{name}`: cannot read ca_file {}: {e}",
+                            path.display()
+                        )
+                    })?;
+                    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                        format!(
+                            "source `{name}`: ca_file {} is not PEM certificates",
+                            path.display()
+                        )
+                    })?;
+                    if certs.is_empty() {
+                        return Err(format!(
+                            "source `{name}`: ca_file {} holds no certificate",
+                            path.display()
+                        ));
+                    }
+                    certs
                 }
             };
             let rate = entry.rate_per_minute.unwrap_or(DEFAULT_RATE_PER_MINUTE);
@@ -256,6 +306,7 @@ impl Sources {
                 token: entry.token.or_else(|| base.token.clone()),
                 concurrency: entry.concurrency.unwrap_or(base.concurrency),
                 rate_per_minute: rate,
+                ca_certificates,
                 ..base.clone()
             };
             let source =
@@ -384,6 +435,49 @@ mod tests {
         );
         assert!(s.named("federal").is_some_and(|r| r.configured().is_none()));
         assert!(!s.describe().contains("secret"));
+    }
+
+    /// A PKCS#12 file with a self-signed certificate and its key, under `password`.
+    fn pkcs12(password: &str) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let chain = p12_keystore::PrivateKeyChain::new(
+            "a1",
+            p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
+            [p12_keystore::Certificate::from_der(cert.der()).unwrap()],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("a1", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        store.writer(password).write().unwrap()
+    }
+
+    #[test]
+    fn a_configured_certificate_is_opened_at_start_and_its_password_never_shown() {
+        let dir = std::env::temp_dir().join(format!("autos-a1-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a1.pfx");
+        std::fs::write(&file, pkcs12("cert-pw")).unwrap();
+        let toml = |password: &str| {
+            format!(
+                "[[source]]\nname = \"tjsp\"\ncourts = [\"8.26\"]\nurl = \"mni+https://esaj.example/mni\"\nusername = \"u\"\ncertificate = \"{}\"\ncertificate_password = \"{password}\"\n",
+                file.display()
+            )
+        };
+        let s = sources(&toml("cert-pw")).unwrap();
+        let route = s.named("tjsp").unwrap();
+        let credential = route.configured().unwrap();
+        assert!(credential.certificate.is_some());
+        assert_eq!(credential.password, None);
+        let err = sources(&toml("wrong-pw")).err().unwrap();
+        assert!(
+            err.contains("source `tjsp`") && err.contains("does not open"),
+            "{err}"
+        );
+        assert!(!err.contains("wrong-pw"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

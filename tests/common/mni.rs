@@ -291,6 +291,84 @@ type Shared = Arc<Mutex<MniState>>;
 pub struct MniCourt {
     pub addr: SocketAddr,
     state: Shared,
+    /// Served over TLS, demanding a client certificate.
+    tls: bool,
+}
+
+/// What a TLS court and its clients need: the authority that signed the court's certificate
+/// and the client certificates it accepts, and an A1 certificate (PKCS#12) it accepts, like
+/// the ones ICP-Brasil authorities issue to lawyers.
+pub struct MniTls {
+    /// The authority's certificate, PEM: what autos must trust (`ca_file`).
+    pub ca_pem: String,
+    /// A client certificate the court accepts, as a PKCS#12 file.
+    pub client_p12: Vec<u8>,
+    /// Its password.
+    pub p12_password: String,
+    /// A client certificate from another authority, which the court refuses.
+    pub stranger_p12: Vec<u8>,
+}
+
+/// A certificate authority, a server certificate for `localhost` and a client certificate by
+/// it, and a client certificate of another authority.
+fn tls_material() -> (MniTls, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let authority = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let ca = authority("AC Teste do autos");
+    let other = authority("AC Desconhecida");
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let password = "senha-do-certificado";
+    let client = |issuer: &CertifiedIssuer<'static, KeyPair>| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ADVOGADO DE TESTE:12345678900");
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let chain = p12_keystore::PrivateKeyChain::new(
+            "autos",
+            p12_keystore::PrivateKey::from_der(&key.serialize_der()).unwrap(),
+            [
+                p12_keystore::Certificate::from_der(cert.der()).unwrap(),
+                p12_keystore::Certificate::from_der(issuer.der()).unwrap(),
+            ],
+        );
+        let mut store = p12_keystore::KeyStore::new();
+        store.add_entry("autos", p12_keystore::KeyStoreEntry::PrivateKeyChain(chain));
+        store.writer(password).write().unwrap()
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![server.der().clone(), ca.der().clone()], key)
+        .unwrap();
+    let tls = MniTls {
+        ca_pem: ca.pem(),
+        client_p12: client(&ca),
+        p12_password: password.to_string(),
+        stranger_p12: client(&other),
+    };
+    (tls, config)
 }
 
 impl MniCourt {
@@ -316,7 +394,45 @@ impl MniCourt {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        MniCourt { addr, state }
+        MniCourt {
+            addr,
+            state,
+            tls: false,
+        }
+    }
+
+    /// The same court over HTTPS (`https://localhost:{port}`), accepting only TLS clients
+    /// that present a certificate of its authority, as courts that ask for an A1 do.
+    pub async fn start_tls() -> (MniCourt, MniTls) {
+        let plain = MniCourt::start().await;
+        let (tls, config) = tls_material();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the MNI court");
+        let addr = listener.local_addr().expect("MNI court address");
+        // TLS in front of the plain court, on loopback: each connection's bytes go through.
+        let inner = plain.addr;
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(inner).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                });
+            }
+        });
+        let court = MniCourt {
+            addr,
+            state: plain.state.clone(),
+            tls: true,
+        };
+        (court, tls)
     }
 
     /// The source URL autos is configured with.
@@ -326,7 +442,11 @@ impl MniCourt {
 
     /// The SOAP endpoint itself.
     pub fn endpoint(&self) -> String {
-        format!("http://{}/intercomunicacao", self.addr)
+        if self.tls {
+            format!("https://localhost:{}/intercomunicacao", self.addr.port())
+        } else {
+            format!("http://{}/intercomunicacao", self.addr)
+        }
     }
 
     /// Accepts these credentials. Until a user is added, any (or none) is accepted.

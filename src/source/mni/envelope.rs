@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn the_listing_and_content_requests_carry_what_the_schema_asks() {
-        let cred = Credential::configured("x", "user&1".into(), Some("p<w>".into()));
+        let cred = Credential::configured("x", "user&1".into(), Some("p<w>".into()), None);
         let listing = consultar_processo("00012026620248260100", Some(&cred), Ask::Listing);
         assert!(listing.contains("<ser:consultarProcesso>"));
         assert!(listing.contains("<tip:idConsultante>user&amp;1</tip:idConsultante>"));

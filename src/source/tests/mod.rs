@@ -37,6 +37,7 @@ pub(super) fn config(url: &str) -> SourceConfig {
         allowed_hosts: Vec::new(),
         allow_private: false,
         rate_per_minute: 1000,
+        ca_certificates: Vec::new(),
     }
 }
 
