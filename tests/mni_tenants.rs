@@ -215,7 +215,7 @@ async fn a_sealed_case_is_the_fetching_tenants_alone_whatever_the_others_credent
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert!(actions.contains(&"readSealedProcess"), "{actions:?}");
+    assert!(actions.contains(&"readSealedDocuments"), "{actions:?}");
     assert!(actions.contains(&"linkSealedDocument"), "{actions:?}");
     let beta_log = beta
         .data(
@@ -224,7 +224,7 @@ async fn a_sealed_case_is_the_fetching_tenants_alone_whatever_the_others_credent
         )
         .await;
     assert!(
-        !beta_log.to_string().contains("readSealedProcess"),
+        !beta_log.to_string().contains("readSealedDocuments"),
         "beta read nothing sealed: {beta_log:#}"
     );
     app.stop().await;

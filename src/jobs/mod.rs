@@ -298,9 +298,13 @@ async fn store_origin(
 ) -> Result<(), sqlx::Error> {
     db::processes::set_origin(conn, process_id, route.name(), i16::from(listing.sigilo)).await?;
     let docs = &listing.documents;
-    if docs.iter().any(|d| d.sigilo > 0 || d.parent.is_some()) {
+    if listing.sigilo > 0 || docs.iter().any(|d| d.sigilo > 0 || d.parent.is_some()) {
         let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
-        let sigilos: Vec<i16> = docs.iter().map(|d| i16::from(d.sigilo)).collect();
+        // A document of a sealed process is sealed at least as much as its process.
+        let sigilos: Vec<i16> = docs
+            .iter()
+            .map(|d| i16::from(d.sigilo.max(listing.sigilo)))
+            .collect();
         let parents: Vec<Option<&str>> = docs.iter().map(|d| d.parent.as_deref()).collect();
         db::processes::set_lineage(conn, process_id, &ids, &sigilos, &parents).await?;
     }
