@@ -829,41 +829,8 @@ pub(crate) async fn wait_ready(addr: &str) {
 
 async fn memory(admin: &str, size: usize) {
     let number = "0000832-35.2018.4.01.3202";
-    let s3_dir =
-        std::env::temp_dir().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
-    let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
-        .await
-        .unwrap();
     let (court, _) = start_court(number, 1, size).await;
-    let db = fresh_database(admin).await;
-    // The API (no workers) in this process; the work in a separate `autos work` process.
-    let app = Application::start(config(&db, s3.endpoint(), &court, 1), Role::SERVE)
-        .await
-        .unwrap();
-    let addr = app.addr.unwrap().to_string();
-    authorize(&db).await;
-    let mut child = spawn_autos(
-        &autos_binary(),
-        "work",
-        &db,
-        s3.endpoint(),
-        &court,
-        &[
-            ("AUTOS_WORKERS", "1".into()),
-            ("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string()),
-        ],
-    );
-    let pid = child.id().unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = peak_rss_kib(pid).unwrap_or(0);
-    let (took, job) = run_job(&addr, number).await;
-    let peak = peak_rss_kib(pid).unwrap_or(0);
-    assert_eq!(job["status"], "COMPLETED", "{job}");
-    let _ = child.kill().await;
-    app.stop().await;
-    drop_database(admin, &db).await;
-    s3.shutdown();
-    let _ = std::fs::remove_dir_all(&s3_dir);
+    let (took, peak, idle) = one_big_job(admin, &court, None, number, size).await;
     println!(
         "memory: one document of {size} bytes through `autos work`: {:.1} s ({:.0} MiB/s); peak RSS {:.1} MiB (after start, before the job: {:.1} MiB)",
         took.as_secs_f64(),
@@ -877,17 +844,15 @@ async fn memory(admin: &str, size: usize) {
 /// answer, through a separate `autos work` process; that process's peak RSS.
 async fn memory_mni(admin: &str, size: usize) {
     let number = "0000832-35.2018.4.01.3202";
-    let s3_dir =
-        std::env::temp_dir().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
-    let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
-        .await
-        .unwrap();
     let mni = mni::MniCourt::start().await;
     mni.add_process(
         number,
         mni::MniProcess::new(vec![mni::MniDoc::large("big", size as u64, 7)]),
     );
-    let sources = s3_dir.with_extension("sources.toml");
+    let sources = std::env::temp_dir().join(format!(
+        "autos-bench-sources-{}.toml",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::write(
         &sources,
         format!(
@@ -898,24 +863,46 @@ async fn memory_mni(admin: &str, size: usize) {
     .unwrap();
     // The default source is never asked: every number of this run is the MNI court's.
     let (court, _) = start_court("0000001-00.2024.8.26.0100", 0, 1).await;
+    let (took, peak, idle) = one_big_job(admin, &court, Some(&sources), number, size).await;
+    let _ = std::fs::remove_file(&sources);
+    println!(
+        "memory-mni: one document of {size} bytes as inline base64 over MNI through `autos work`: {:.1} s ({:.0} MiB/s); peak RSS {:.1} MiB (after start, before the job: {:.1} MiB)",
+        took.as_secs_f64(),
+        size as f64 / 1048576.0 / took.as_secs_f64(),
+        peak as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
+}
+
+/// One job of `number` (one document of `size` bytes) with the API in this process and the
+/// work in a separate `autos work` process; its time, and that process's peak RSS at the end
+/// and before the job (KiB).
+async fn one_big_job(
+    admin: &str,
+    court: &str,
+    sources: Option<&std::path::Path>,
+    number: &str,
+    size: usize,
+) -> (Duration, u64, u64) {
+    let s3_dir =
+        std::env::temp_dir().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
+    let s3 = EmbeddedS3::start(&s3_dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
+        .await
+        .unwrap();
     let db = fresh_database(admin).await;
-    let mut cfg = config(&db, s3.endpoint(), &court, 1);
-    cfg.sources_file = Some(sources.clone());
+    let mut cfg = config(&db, s3.endpoint(), court, 1);
+    cfg.sources_file = sources.map(std::path::Path::to_path_buf);
     let app = Application::start(cfg, Role::SERVE).await.unwrap();
     let addr = app.addr.unwrap().to_string();
     authorize(&db).await;
-    let mut child = spawn_autos(
-        &autos_binary(),
-        "work",
-        &db,
-        s3.endpoint(),
-        &court,
-        &[
-            ("AUTOS_WORKERS", "1".into()),
-            ("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string()),
-            ("AUTOS_SOURCES_FILE", sources.display().to_string()),
-        ],
-    );
+    let mut env = vec![
+        ("AUTOS_WORKERS", "1".to_string()),
+        ("AUTOS_MAX_DOCUMENT_BYTES", (size as u64 * 2).to_string()),
+    ];
+    if let Some(sources) = sources {
+        env.push(("AUTOS_SOURCES_FILE", sources.display().to_string()));
+    }
+    let mut child = spawn_autos(&autos_binary(), "work", &db, s3.endpoint(), court, &env);
     let pid = child.id().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = peak_rss_kib(pid).unwrap_or(0);
@@ -927,14 +914,7 @@ async fn memory_mni(admin: &str, size: usize) {
     drop_database(admin, &db).await;
     s3.shutdown();
     let _ = std::fs::remove_dir_all(&s3_dir);
-    let _ = std::fs::remove_file(&sources);
-    println!(
-        "memory-mni: one document of {size} bytes as inline base64 over MNI through `autos work`: {:.1} s ({:.0} MiB/s); peak RSS {:.1} MiB (after start, before the job: {:.1} MiB)",
-        took.as_secs_f64(),
-        size as f64 / 1048576.0 / took.as_secs_f64(),
-        peak as f64 / 1024.0,
-        idle as f64 / 1024.0
-    );
+    (took, peak, idle)
 }
 
 #[allow(dead_code)]

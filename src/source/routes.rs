@@ -51,6 +51,17 @@ pub struct Route {
 }
 
 impl Route {
+    /// `source`, called `name`, for every court, without a configured credential.
+    fn every_court(name: &str, source: Source) -> Self {
+        Route {
+            name: name.to_string(),
+            courts: vec![Courts::All],
+            source,
+            configured: None,
+            refused: AtomicBool::new(false),
+        }
+    }
+
     /// The source's name, as `Process.source` and credentials name it.
     pub fn name(&self) -> &str {
         &self.name
@@ -167,13 +178,7 @@ impl Sources {
         Self {
             inner: Arc::new(Routes {
                 routes: Vec::new(),
-                fallback: Route {
-                    name: DEFAULT_SOURCE.to_string(),
-                    courts: vec![Courts::All],
-                    source,
-                    configured: None,
-                    refused: AtomicBool::new(false),
-                },
+                fallback: Route::every_court(DEFAULT_SOURCE, source),
             }),
         }
     }
@@ -183,20 +188,8 @@ impl Sources {
     pub fn everything_to(name: &str, source: Source, fallback: Source) -> Self {
         Self {
             inner: Arc::new(Routes {
-                routes: vec![Route {
-                    name: name.to_string(),
-                    courts: vec![Courts::All],
-                    source,
-                    configured: None,
-                    refused: AtomicBool::new(false),
-                }],
-                fallback: Route {
-                    name: DEFAULT_SOURCE.to_string(),
-                    courts: vec![Courts::All],
-                    source: fallback,
-                    configured: None,
-                    refused: AtomicBool::new(false),
-                },
+                routes: vec![Route::every_court(name, source)],
+                fallback: Route::every_court(DEFAULT_SOURCE, fallback),
             }),
         }
     }
@@ -322,13 +315,7 @@ impl Sources {
         Ok(Self {
             inner: Arc::new(Routes {
                 routes,
-                fallback: Route {
-                    name: DEFAULT_SOURCE.to_string(),
-                    courts: vec![Courts::All],
-                    source: fallback,
-                    configured: None,
-                    refused: AtomicBool::new(false),
-                },
+                fallback: Route::every_court(DEFAULT_SOURCE, fallback),
             }),
         })
     }
