@@ -45,6 +45,16 @@ async fn the_sample_cases_come_over_mni_and_the_sealed_one_only_with_the_sample_
     })
     .await;
 
+    // The first look at a case already says where it came from.
+    let first = app
+        .data(
+            "query { process(number: \"1000123-63.2023.5.02.0011\") { source sigilo documents { sourceId } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(first["process"]["source"], "sample", "{first:#}");
+    assert_eq!(first["process"]["sigilo"], 0);
+
     // A public sample case, as the file court lists it, but read over MNI.
     let started = app.start(PUBLIC, false).await;
     let id = started["job"]["id"].as_str().unwrap().to_string();

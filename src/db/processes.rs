@@ -30,6 +30,22 @@ pub struct ProcessRow {
     pub owner_tenant_id: Option<Uuid>,
 }
 
+/// A process as a source describes it: where it was read, its secrecy level there, and its
+/// header.
+#[derive(Debug, Clone, Copy)]
+pub struct Header<'a> {
+    /// The source's name (`default`: `AUTOS_SOURCE_URL`).
+    pub source: &'a str,
+    /// CNJ secrecy level, 0 to 5.
+    pub sigilo: i16,
+    /// Court, as the source names it.
+    pub court: Option<&'a str>,
+    /// Procedural class.
+    pub class: Option<&'a str>,
+    /// Subject.
+    pub subject: Option<&'a str>,
+}
+
 /// A document as the source lists it, ready to store.
 #[derive(Debug, Clone)]
 pub struct ListedDocument<'a> {
@@ -128,12 +144,10 @@ pub async fn upsert_listing(
     conn: &mut PgConnection,
     number: &str,
     owner: Option<Uuid>,
-    court: Option<&str>,
-    class: Option<&str>,
-    subject: Option<&str>,
+    header: Header<'_>,
     documents: &[ListedDocument<'_>],
 ) -> Result<ProcessRow, sqlx::Error> {
-    let (process, _) = upsert_process(&mut *conn, number, owner, court, class, subject).await?;
+    let (process, _) = upsert_process(&mut *conn, number, owner, header).await?;
     upsert_documents(conn, process.id, documents).await?;
     Ok(process)
 }
@@ -153,54 +167,37 @@ pub async fn upsert_process(
     conn: &mut PgConnection,
     number: &str,
     owner: Option<Uuid>,
-    court: Option<&str>,
-    class: Option<&str>,
-    subject: Option<&str>,
+    header: Header<'_>,
 ) -> Result<(ProcessRow, bool), sqlx::Error> {
     // A public process and each tenant's sealed copy are rows of their own.
     let statement = if owner.is_some() {
-        "INSERT INTO processes (number, court, class, subject, owner_tenant_id)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO processes (number, court, class, subject, owner_tenant_id, source, sigilo)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (number, owner_tenant_id) WHERE owner_tenant_id IS NOT NULL DO UPDATE
             SET court = EXCLUDED.court, class = EXCLUDED.class, subject = EXCLUDED.subject,
+                source = EXCLUDED.source, sigilo = EXCLUDED.sigilo,
                 looked_up_at = now(), updated_at = now()
          RETURNING *, (xmax = 0) AS inserted"
     } else {
-        "INSERT INTO processes (number, court, class, subject, owner_tenant_id)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO processes (number, court, class, subject, owner_tenant_id, source, sigilo)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (number) WHERE owner_tenant_id IS NULL DO UPDATE
             SET court = EXCLUDED.court, class = EXCLUDED.class, subject = EXCLUDED.subject,
+                source = EXCLUDED.source, sigilo = EXCLUDED.sigilo,
                 looked_up_at = now(), updated_at = now()
          RETURNING *, (xmax = 0) AS inserted"
     };
     let upserted: UpsertedProcess = sqlx::query_as(statement)
         .bind(number)
-        .bind(court)
-        .bind(class)
-        .bind(subject)
+        .bind(header.court)
+        .bind(header.class)
+        .bind(header.subject)
         .bind(owner)
+        .bind(header.source)
+        .bind(header.sigilo)
         .fetch_one(&mut *conn)
         .await?;
     Ok((upserted.process, upserted.inserted))
-}
-
-/// Records which source a process was read from and its secrecy level, when they changed.
-pub async fn set_origin(
-    conn: &mut PgConnection,
-    process_id: Uuid,
-    source: &str,
-    sigilo: i16,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE processes SET source = $2, sigilo = $3
-         WHERE id = $1 AND (source, sigilo) IS DISTINCT FROM ($2, $3)",
-    )
-    .bind(process_id)
-    .bind(source)
-    .bind(sigilo)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Records the secrecy level and parent of a process's documents (MNI listings carry them;

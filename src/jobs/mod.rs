@@ -282,6 +282,17 @@ async fn look_up<'a>(
     }
 }
 
+/// A listing's process, as the database keeps it.
+fn header<'a>(source: &'a str, listing: &'a ProcessListing) -> db::processes::Header<'a> {
+    db::processes::Header {
+        source,
+        sigilo: i16::from(listing.sigilo),
+        court: listing.court.as_deref(),
+        class: listing.class.as_deref(),
+        subject: listing.subject.as_deref(),
+    }
+}
+
 /// Whose a listing is: the caller's alone when anything in it is sealed (it was read with a
 /// credential the court let see it), else everyone's.
 fn owner_of(listing: &ProcessListing, tenant: Uuid) -> Option<Uuid> {
@@ -289,14 +300,12 @@ fn owner_of(listing: &ProcessListing, tenant: Uuid) -> Option<Uuid> {
     sealed.then_some(tenant)
 }
 
-/// Records where a listing came from and what only MNI listings carry (secrecy, parents).
-async fn store_origin(
+/// Records what only some listings carry: documents' secrecy levels and parents.
+async fn store_lineage(
     conn: &mut PgConnection,
     process_id: Uuid,
-    route: &Route,
     listing: &ProcessListing,
 ) -> Result<(), sqlx::Error> {
-    db::processes::set_origin(conn, process_id, route.name(), i16::from(listing.sigilo)).await?;
     let docs = &listing.documents;
     if listing.sigilo > 0 || docs.iter().any(|d| d.sigilo > 0 || d.parent.is_some()) {
         let ids: Vec<&str> = docs.iter().map(|d| d.id.as_str()).collect();
@@ -334,8 +343,8 @@ pub async fn lookup_process(
     quota::check_size(&number, &listing, &svc.settings)?;
     let mut tx = svc.pool.begin().await?;
     let owner = owner_of(&listing, tenant);
-    let process = store_listing(&mut tx, &number, &listing, owner).await?;
-    store_origin(&mut tx, process.id, route, &listing).await?;
+    let process = store_listing(&mut tx, &number, &listing, owner, route.name()).await?;
+    store_lineage(&mut tx, process.id, &listing).await?;
     tx.commit().await?;
     Ok(Some(process))
 }
@@ -345,14 +354,13 @@ async fn store_listing(
     number: &ProcessNumber,
     listing: &ProcessListing,
     owner: Option<Uuid>,
+    source: &str,
 ) -> Result<ProcessRow, sqlx::Error> {
     db::processes::upsert_listing(
         conn,
         number.as_str(),
         owner,
-        listing.court.as_deref(),
-        listing.class.as_deref(),
-        listing.subject.as_deref(),
+        header(source, listing),
         &listed_documents(listing),
     )
     .await
@@ -437,9 +445,7 @@ pub async fn start_download(
         &mut tx,
         number.as_str(),
         owner_of(&listing, tenant_id),
-        listing.court.as_deref(),
-        listing.class.as_deref(),
-        listing.subject.as_deref(),
+        header(route.name(), &listing),
     )
     .await?;
     let documents = listed_documents(&listing);
@@ -467,11 +473,11 @@ pub async fn start_download(
             due,
         )
         .await?;
-        store_origin(&mut tx, process.id, route, &listing).await?;
+        store_lineage(&mut tx, process.id, &listing).await?;
         (job, ids.len())
     } else {
         db::processes::upsert_documents(&mut tx, process.id, &documents).await?;
-        store_origin(&mut tx, process.id, route, &listing).await?;
+        store_lineage(&mut tx, process.id, &listing).await?;
         if let Some(job) = reusable(&mut *tx, tenant_id, process.id, request.force).await? {
             tx.commit().await?;
             return Ok((
