@@ -65,7 +65,7 @@ impl Http {
             .map_err(|e| SourceError::invalid(format!("cannot build the HTTP client: {e}")))?;
         let own = match kind {
             Kind::Http { base } => Some(base.origin()),
-            Kind::Mni { endpoint } => Some(endpoint.origin()),
+            Kind::Mni(mni) => Some(mni.endpoint().origin()),
             Kind::File { .. } => None,
         };
         let hops = hops::Hops::new(

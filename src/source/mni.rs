@@ -99,6 +99,11 @@ impl Mni {
         }
     }
 
+    /// The endpoint's address.
+    pub(super) fn endpoint(&self) -> &Url {
+        &self.endpoint
+    }
+
     /// The client presenting `credential`'s certificate, if it has one (built once each).
     fn client_for(&self, credential: Option<&Credential>) -> Result<reqwest::Client, SourceError> {
         let Some(certificate) = credential.and_then(|c| c.certificate.as_ref()) else {

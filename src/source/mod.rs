@@ -184,7 +184,6 @@ struct Inner {
     lookup_attempts: u32,
     lookup_backoff: Duration,
     spare: spare::Spare,
-    mni: Option<mni::Mni>,
 }
 
 enum Kind {
@@ -194,10 +193,8 @@ enum Kind {
     File {
         root: PathBuf,
     },
-    /// An MNI 2.2.2 endpoint (`mni+http(s)://` with the prefix taken off).
-    Mni {
-        endpoint: Url,
-    },
+    /// An MNI 2.2.2 endpoint (`mni+http(s)://` with the prefix taken off), and its client.
+    Mni(mni::Mni),
 }
 
 /// An opened document body, not yet read.
@@ -367,7 +364,7 @@ impl Source {
         })?;
         let shown = redacted(&url);
         let kind = match url.scheme() {
-            "http" | "https" if mni => Kind::Mni { endpoint: url },
+            "http" | "https" if mni => Kind::Mni(mni::Mni::new(url, &cfg)?),
             "http" | "https" => Kind::Http {
                 base: http::base_directory(url, &shown)?,
             },
@@ -383,10 +380,6 @@ impl Source {
             }
         };
         let http = http::Http::new(&cfg, &kind)?;
-        let mni = match &kind {
-            Kind::Mni { endpoint } => Some(mni::Mni::new(endpoint.clone(), &cfg)?),
-            _ => None,
-        };
         Ok(Self {
             inner: Arc::new(Inner {
                 kind,
@@ -394,14 +387,13 @@ impl Source {
                 lookup_attempts: cfg.lookup_attempts.max(1),
                 lookup_backoff: cfg.lookup_backoff,
                 spare: spare::Spare::new(cfg.concurrency, cfg.not_found_ttl),
-                mni,
             }),
         })
     }
 
     /// Whether this source takes credentials (MNI): others ignore them.
     pub fn takes_credentials(&self) -> bool {
-        matches!(self.inner.kind, Kind::Mni { .. })
+        matches!(self.inner.kind, Kind::Mni(_))
     }
 
     /// The source for logs: its URL without credentials, and whether a token is configured.
@@ -416,7 +408,7 @@ impl Source {
                 format!("{} ({token})", redacted(base))
             }
             Kind::File { root } => format!("file://{}", root.display()),
-            Kind::Mni { endpoint } => format!("mni+{}", redacted(endpoint)),
+            Kind::Mni(mni) => format!("mni+{}", redacted(mni.endpoint())),
         }
     }
 
@@ -466,10 +458,7 @@ impl Source {
                 match &inner.kind {
                     Kind::Http { base } => inner.http.lookup(base, number).await,
                     Kind::File { root } => file::lookup(root, number).await,
-                    Kind::Mni { .. } => match &inner.mni {
-                        Some(mni) => mni.lookup(number, credential).await,
-                        None => unreachable!("an MNI source has its client"),
-                    },
+                    Kind::Mni(mni) => mni.lookup(number, credential).await,
                 }
             },
         )
@@ -511,7 +500,7 @@ impl Source {
                 http::resolve(base, doc).is_ok_and(|url| url.origin() == base.origin())
             }
             Kind::File { .. } => matches!(http::absolute_http(doc), Ok(None)),
-            Kind::Mni { .. } => true,
+            Kind::Mni(_) => true,
         }
     }
 
@@ -533,10 +522,7 @@ impl Source {
                 Some(url) => inner.http.open(url, doc).await,
                 None => file::open(root, number, doc).await,
             },
-            Kind::Mni { .. } => match &inner.mni {
-                Some(mni) => mni.open(number, doc, credential).await,
-                None => unreachable!("an MNI source has its client"),
-            },
+            Kind::Mni(mni) => mni.open(number, doc, credential).await,
         }
     }
 }
