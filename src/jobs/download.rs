@@ -21,7 +21,7 @@ use super::outage::{Dependency, Fault, Verdict, Wait};
 use super::transfer::{listed, Failed};
 use super::{Services, DOWNLOAD_TASK};
 use crate::db::documents::{self, Charge, Claim, Outcome, Settling};
-use crate::domain::{names, ProcessNumber};
+use crate::domain::ProcessNumber;
 use crate::queue::worker;
 use crate::queue::worker::Phase;
 use crate::source::{Blame, SourceError};
@@ -670,16 +670,9 @@ async fn transfer(svc: &Services, claim: &Claim) -> Result<Outcome, AttemptError
             fault: None,
         }
     })?;
-    let key = match &claim.process_owner {
-        Some((_, tenant)) => names::tenant_storage_key(tenant, &number, &doc.source_id, &doc.name),
-        None => names::storage_key(&number, &doc.source_id, &doc.name),
-    };
+    let (key, on_behalf_of) =
+        super::transfer::placement(&number, doc, claim.process_owner.as_ref(), claim.job_tenant);
     let journal = Journal { svc, claim };
-    let on_behalf_of = claim
-        .process_owner
-        .as_ref()
-        .map(|(id, _)| *id)
-        .or(claim.job_tenant);
     let stored = super::transfer::stream(svc, &number, doc, &key, &journal, on_behalf_of)
         .await
         .map_err(|failed| match failed {

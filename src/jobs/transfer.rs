@@ -4,7 +4,7 @@
 
 use super::Services;
 use crate::db::DocumentRow;
-use crate::domain::ProcessNumber;
+use crate::domain::{names, ProcessNumber};
 use crate::source::{self, ListedDocument, SourceError};
 use crate::storage::{UploadError, UploadJournal, UploadOptions};
 use uuid::Uuid;
@@ -37,6 +37,27 @@ pub(crate) fn listed(doc: &DocumentRow) -> ListedDocument {
         mime_type: doc.mime_type.clone(),
         sigilo: u8::try_from(doc.sigilo).unwrap_or(0),
         parent: doc.parent_source_id.clone(),
+    }
+}
+
+/// Where a document of `number` is stored, and on whose behalf it is fetched: a sealed
+/// process's documents under their owner's prefix, with the owner's credential; the others at
+/// the shared key, with the credential of the tenant whose job wants them.
+pub(crate) fn placement(
+    number: &ProcessNumber,
+    doc: &DocumentRow,
+    owner: Option<&(Uuid, String)>,
+    job_tenant: Option<Uuid>,
+) -> (String, Option<Uuid>) {
+    match owner {
+        Some((id, slug)) => (
+            names::tenant_storage_key(slug, number, &doc.source_id, &doc.name),
+            Some(*id),
+        ),
+        None => (
+            names::storage_key(number, &doc.source_id, &doc.name),
+            job_tenant,
+        ),
     }
 }
 

@@ -2,7 +2,7 @@
 //! storage key.
 
 use crate::db::refreshes::{self, Ending, RefreshClaim};
-use crate::domain::{names, ProcessNumber};
+use crate::domain::ProcessNumber;
 use crate::jobs::transfer::{self, Failed};
 use crate::jobs::Services;
 use crate::source::SourceError;
@@ -57,20 +57,9 @@ pub(super) async fn fetch(
         }
     })?;
     // The same object: links handed out keep working, and show the new copy once stored.
-    let key = doc
-        .storage_key
-        .clone()
-        .unwrap_or_else(|| match &claim.process_owner {
-            Some((_, tenant)) => {
-                names::tenant_storage_key(tenant, &number, &doc.source_id, &doc.name)
-            }
-            None => names::storage_key(&number, &doc.source_id, &doc.name),
-        });
-    let on_behalf_of = claim
-        .process_owner
-        .as_ref()
-        .map(|(id, _)| *id)
-        .or(claim.job_tenant);
+    let (placed, on_behalf_of) =
+        transfer::placement(&number, doc, claim.process_owner.as_ref(), claim.job_tenant);
+    let key = doc.storage_key.clone().unwrap_or(placed);
     let journal = Journal {
         svc,
         document: doc.id,
