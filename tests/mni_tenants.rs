@@ -307,6 +307,18 @@ async fn a_refused_credential_is_marked_and_not_presented_until_replaced() {
     acme.set_credential("a", "pa").await;
     let job = acme.finished(&n).await;
     assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let listed = acme
+        .data(
+            "{ sourceCredentials { refused lastError lastUsedAt } }",
+            json!({}),
+        )
+        .await;
+    let credential = &listed["sourceCredentials"][0];
+    assert_eq!(credential["refused"], false, "{listed:#}");
+    assert!(
+        credential["lastUsedAt"].is_string(),
+        "its use is noted: {listed:#}"
+    );
     let removed = acme
         .data(
             "mutation { removeSourceCredential(source: \"tjsp\") }",

@@ -23,6 +23,9 @@ use base64::Engine;
 /// replaced or refused in another process is seen here within this time.
 const FRESH_FOR: Duration = Duration::from_secs(10);
 
+/// How precisely `last_used_at` is kept.
+const USE_NOTED_EVERY: Duration = Duration::from_secs(60);
+
 /// A tenant's credential for a source (or that it has none), and when it was read.
 type Held = HashMap<(Uuid, String), (Instant, Option<CredentialRow>)>;
 
@@ -32,6 +35,9 @@ pub struct Vault {
     held: Mutex<Held>,
     /// Credentials opened, by their sealed value.
     opened: Mutex<HashMap<Vec<u8>, Credential>>,
+    /// When this process last wrote a credential's `last_used_at`: once a minute at most,
+    /// not a write per court call.
+    noted: Mutex<HashMap<(Uuid, String), Instant>>,
 }
 
 /// The credential presented for one request, and whose it is.
@@ -77,11 +83,32 @@ impl Vault {
             sealer,
             held: Mutex::new(HashMap::new()),
             opened: Mutex::new(HashMap::new()),
+            noted: Mutex::new(HashMap::new()),
         }
     }
 
     fn forget(&self, tenant: Uuid, source: &str) {
-        self.lock().remove(&(tenant, source.to_string()));
+        let key = (tenant, source.to_string());
+        self.lock().remove(&key);
+        // A replaced credential has not been used yet: its first use is noted at once.
+        self.noted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    /// Whether `last_used_at` of this credential is due a write now (and counts it as made).
+    fn use_to_note(&self, tenant: Uuid, source: &str) -> bool {
+        let mut noted = self.noted.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (tenant, source.to_string());
+        if noted
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < USE_NOTED_EVERY)
+        {
+            return false;
+        }
+        noted.insert(key, Instant::now());
+        true
     }
 
     fn opened_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Credential>> {
@@ -322,7 +349,10 @@ pub(crate) async fn answered(
                     )
                     .await
                 }
-                _ => db::credentials::used(&svc.pool, *tenant, route.name()).await,
+                _ if svc.vault.use_to_note(*tenant, route.name()) => {
+                    db::credentials::used(&svc.pool, *tenant, route.name()).await
+                }
+                _ => Ok(()),
             };
             if let Err(e) = result {
                 tracing::warn!(error = %e, "recording a credential's use failed");
