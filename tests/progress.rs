@@ -851,6 +851,65 @@ async fn an_unsubscribed_operation_stops_and_a_new_one_starts_from_the_current_s
     app.stop().await;
 }
 
+/// An id given again on one connection replaces its operation (as the protocol does for
+/// operations it runs itself): the first job's messages stop, the second's follow under the
+/// same id to its end, in either protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_id_given_again_replaces_its_subscription() {
+    let court = Court::start().await;
+    let cases = [(number(33), number(34)), (number(35), number(36))];
+    for (first, second) in &cases {
+        // The first job runs on while the second is asked for.
+        add_docs(&court, first, 8, 1_000, Some(Duration::from_millis(400)));
+        add_docs(&court, second, 3, 1_000, Some(Duration::from_millis(50)));
+    }
+    let app = TestApp::spawn(court).await;
+    for (protocol, (first, second)) in [Protocol::TransportWs, Protocol::Legacy]
+        .into_iter()
+        .zip(&cases)
+    {
+        let first_id = job_id(&app.start(first, false).await);
+        let second_id = job_id(&app.start(second, false).await);
+        let documents = document_ids(&app.job(&second_id).await);
+        let mut client = WsClient::connect(app.addr, protocol, &app.key).await;
+        client
+            .subscribe("1", PROGRESS, json!({ "id": first_id }))
+            .await;
+        let seen = client.event().await;
+        assert!(matches!(seen, common::ws::Event::Next { .. }), "{seen:?}");
+        client
+            .subscribe("1", PROGRESS, json!({ "id": second_id }))
+            .await;
+        let outcome = client.outcome("1", WAIT).await;
+        // Messages of the first job already in flight may come first; from the first of the
+        // second job on, only the second's, to its end.
+        let from = outcome
+            .payloads
+            .iter()
+            .position(|p| p["data"]["jobProgress"]["jobId"] == second_id.as_str())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{protocol:?}: no message of the second job: {:#?}",
+                    outcome.payloads
+                )
+            });
+        let rest = Outcome {
+            payloads: outcome.payloads[from..].to_vec(),
+            arrived: outcome.arrived[from..].to_vec(),
+            end: outcome.end.clone(),
+        };
+        let messages = checked(&rest, &second_id, 3, &documents);
+        assert_eq!(
+            messages.last().unwrap()["status"],
+            "COMPLETED",
+            "{messages:#?}"
+        );
+        client.assert_silent(Duration::from_millis(300)).await;
+        client.close().await;
+    }
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The serve process loses its database while the job ends
 // ---------------------------------------------------------------------------------------------

@@ -25,12 +25,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
+/// A response of a shared execution as JSON (the `payload` of a WebSocket message),
+/// serialized once for all the group's subscribers.
+pub type Payload = Arc<str>;
+
 /// What a group has published so far.
 #[derive(Clone, Default)]
 struct Published {
     /// Number of the latest response (1 for the first).
     seq: u64,
-    response: Option<Arc<Response>>,
+    response: Option<(Arc<Response>, Payload)>,
     /// The execution has ended: after `response`, nothing more comes.
     ended: bool,
 }
@@ -85,6 +89,63 @@ fn forget(
     }
 }
 
+/// Whether `request` may share an execution: a subscription, with nothing the key does not
+/// see (request-level data, uploads, extensions; the API sets none of them).
+fn shareable(request: &Request) -> bool {
+    request.data.is_empty()
+        && request.uploads.is_empty()
+        && request.extensions.is_empty()
+        && is_subscription(request)
+}
+
+impl Multiplexed {
+    /// Joins the execution shared by the subscribers of `request` with the rights `who`
+    /// ([`Principal::sharing_key`]), starting it with the context `data` makes if this is the
+    /// first.
+    fn join(
+        &self,
+        request: Request,
+        who: String,
+        data: impl FnOnce() -> Option<Arc<Data>>,
+    ) -> watch::Receiver<Published> {
+        let key = (
+            who,
+            request.query.clone(),
+            request.operation_name.clone(),
+            serde_json::to_string(&request.variables).unwrap_or_default(),
+        );
+        let mut groups = lock(&self.groups);
+        match groups.get(&key) {
+            Some(group) => group.subscribe(),
+            None => {
+                let (sender, receiver) = watch::channel(Published::default());
+                let sender = Arc::new(sender);
+                groups.insert(key.clone(), sender.clone());
+                let leader = Executor::execute_stream(&self.schema, request, data());
+                tokio::spawn(lead(leader, sender, self.groups.clone(), key));
+                receiver
+            }
+        }
+    }
+
+    /// The responses of `request`'s shared execution for the caller `who`, each serialized
+    /// once for every subscriber of the group (a WebSocket connection writes the same bytes to
+    /// each), or `None` when it is not to be shared. `data` makes the caller's context,
+    /// called only when the execution starts here (a connection that joins one builds none).
+    pub fn shared(
+        &self,
+        request: Request,
+        who: &Principal,
+        data: impl FnOnce() -> Arc<Data>,
+    ) -> Option<BoxStream<'static, Payload>> {
+        if !shareable(&request) {
+            return None;
+        }
+        let receiver = self.join(request, who.sharing_key(), || Some(data()));
+        Some(follow(receiver).map(|(_, json)| json).boxed())
+    }
+}
+
 impl Executor for Multiplexed {
     async fn execute(&self, request: Request) -> Response {
         self.schema.execute(request).await
@@ -95,45 +156,18 @@ impl Executor for Multiplexed {
         request: Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
-        // Request-level data, uploads or extensions would make requests differ in ways the
-        // key does not see: those run on their own (the API sets none of them).
-        if !request.data.is_empty()
-            || !request.uploads.is_empty()
-            || !request.extensions.is_empty()
-            || !is_subscription(&request)
-        {
-            return Executor::execute_stream(&self.schema, request, session_data);
-        }
         // Without a caller (no path in autos leads here without one) nothing is shared.
-        let Some(who) = session_data
+        let who = session_data
             .as_ref()
             .and_then(|data| data.get(&std::any::TypeId::of::<Principal>()))
             .and_then(|p| p.downcast_ref::<Principal>())
-            .map(Principal::sharing_key)
-        else {
-            return Executor::execute_stream(&self.schema, request, session_data);
-        };
-        let key = (
-            who,
-            request.query.clone(),
-            request.operation_name.clone(),
-            serde_json::to_string(&request.variables).unwrap_or_default(),
-        );
-        let receiver = {
-            let mut groups = lock(&self.groups);
-            match groups.get(&key) {
-                Some(group) => group.subscribe(),
-                None => {
-                    let (sender, receiver) = watch::channel(Published::default());
-                    let sender = Arc::new(sender);
-                    groups.insert(key.clone(), sender.clone());
-                    let leader = Executor::execute_stream(&self.schema, request, session_data);
-                    tokio::spawn(lead(leader, sender, self.groups.clone(), key));
-                    receiver
-                }
-            }
-        };
-        follow(receiver).boxed()
+            .map(Principal::sharing_key);
+        match who {
+            Some(who) if shareable(&request) => follow(self.join(request, who, || session_data))
+                .map(|(response, _)| copy(&response))
+                .boxed(),
+            _ => Executor::execute_stream(&self.schema, request, session_data),
+        }
     }
 }
 
@@ -148,7 +182,15 @@ async fn lead(
         tokio::select! {
             next = leader.next() => match next {
                 Some(response) => {
-                    let response = Arc::new(response);
+                    // Serialized here, once, not by each subscriber's connection.
+                    let json: Payload = match serde_json::to_string(&response) {
+                        Ok(json) => json.into(),
+                        Err(err) => {
+                            tracing::error!(error = %err, "cannot serialize a subscription's response");
+                            r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.into()
+                        }
+                    };
+                    let response = (Arc::new(response), json);
                     sender.send_modify(|p| {
                         p.seq += 1;
                         p.response = Some(response);
@@ -176,12 +218,14 @@ async fn lead(
 
 /// One subscriber's view of a group: every response it has not seen, the latest first when
 /// it falls behind, then the end.
-fn follow(receiver: watch::Receiver<Published>) -> impl futures::Stream<Item = Response> {
+fn follow(
+    receiver: watch::Receiver<Published>,
+) -> impl futures::Stream<Item = (Arc<Response>, Payload)> {
     futures::stream::unfold((receiver, 0u64), |(mut receiver, seen)| async move {
         loop {
             let published = receiver.borrow_and_update().clone();
             if let Some(response) = published.response.filter(|_| published.seq > seen) {
-                return Some((copy(&response), (receiver, published.seq)));
+                return Some((response, (receiver, published.seq)));
             }
             if published.ended {
                 return None;

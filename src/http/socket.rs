@@ -8,13 +8,15 @@
 use super::HttpState;
 use crate::auth::{AuthError, ClientAddr, Principal};
 use crate::graphql::errors::code;
+use crate::graphql::multiplex::Payload;
 use crate::graphql::Loaders;
 use async_graphql::http::{WebSocketProtocols, WsMessage, ALL_WEBSOCKET_PROTOCOLS};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use futures::{SinkExt, StreamExt};
+use futures::stream::{AbortHandle, Abortable, BoxStream, SelectAll};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -82,6 +84,14 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// The `complete` message of operation `id` (as the GraphQL protocol writes it).
+fn complete_text(id: &str) -> String {
+    format!(
+        r#"{{"type":"complete","id":{}}}"#,
+        Value::String(id.to_string())
+    )
+}
+
 /// An `error` message for operation `id`, in the connection's protocol.
 fn operation_error(
     protocol: WebSocketProtocols,
@@ -106,21 +116,54 @@ fn operation_error(
     )
 }
 
+/// What a connection's GraphQL context is made of.
+struct Context {
+    pool: sqlx::PgPool,
+    client: ClientAddr,
+    who: Principal,
+}
+
+impl Context {
+    fn data(&self) -> async_graphql::Data {
+        // A connection lives long: its loaders must not serve yesterday's rows.
+        let loaders = Loaders::new(&self.pool, self.who.visibility());
+        loaders.disable_caches();
+        let mut data = async_graphql::Data::default();
+        data.insert(loaders);
+        data.insert(self.client.clone());
+        data.insert(self.who.clone());
+        data
+    }
+}
+
 /// What the connection's own checks decided about one client message.
 enum Inbound {
     /// Hand it to the GraphQL protocol.
     Forward(Vec<u8>),
-    /// Answer it ourselves (a refused operation).
+    /// Answer it ourselves (a refused operation, or the end of a shared subscription).
     Answer(Message),
+    /// A shared subscription starts: its messages, to be written as they come.
+    Share(Shared),
 }
+
+/// What a shared subscription yields: a response serialized once for its whole group, then
+/// its end.
+type Shared = BoxStream<'static, (String, Option<Payload>)>;
 
 /// One connection's state between messages.
 struct Session {
     state: HttpState,
     protocol: WebSocketProtocols,
     principal: Arc<OnceLock<Principal>>,
+    /// What the connection's GraphQL context is made of, once `connection_init` is accepted.
+    context: Arc<OnceLock<Context>>,
     /// Operations running (ids), for the per-connection cap.
     running: HashSet<String>,
+    /// The subscriptions this connection runs as a member of a shared execution
+    /// ([`Multiplexed::shared`](crate::graphql::multiplex::Multiplexed::shared)): their
+    /// messages are written here, from the group's serialized responses, instead of through
+    /// the GraphQL protocol's per-connection serialization. By id, to stop them.
+    shared_ids: HashMap<String, AbortHandle>,
 }
 
 impl Session {
@@ -136,6 +179,11 @@ impl Session {
             "subscribe" | "start" => {}
             "complete" | "stop" => {
                 self.running.remove(&id);
+                if let Some(stop) = self.shared_ids.remove(&id) {
+                    // As the protocol answers a stop of its own operations.
+                    stop.abort();
+                    return Inbound::Answer(Message::Text(complete_text(&id).into()));
+                }
                 return Inbound::Forward(bytes);
             }
             _ => return Inbound::Forward(bytes),
@@ -165,8 +213,14 @@ impl Session {
             .await
         {
             Ok(_) => {
-                self.running.insert(id);
-                Inbound::Forward(bytes)
+                // An id the protocol runs stays the protocol's, to be replaced there.
+                let protocols_own =
+                    self.running.contains(&id) && !self.shared_ids.contains_key(&id);
+                self.running.insert(id.clone());
+                if protocols_own {
+                    return Inbound::Forward(bytes);
+                }
+                self.share(id, &message["payload"], bytes)
             }
             Err(refused) => {
                 let more = refused.extensions(chrono::Utc::now());
@@ -179,6 +233,52 @@ impl Session {
                 ))
             }
         }
+    }
+
+    /// Starts an admitted operation as a member of its shared execution when it has one (a
+    /// subscription; the same id given again replaces the operation, as the protocol does),
+    /// else hands it to the protocol.
+    fn share(&mut self, id: String, payload: &Value, bytes: Vec<u8>) -> Inbound {
+        if let Some(stop) = self.shared_ids.remove(&id) {
+            stop.abort();
+        }
+        let (Some(context), Some(who)) = (self.context.get(), self.principal.get()) else {
+            return Inbound::Forward(bytes);
+        };
+        let Ok(request) = serde_json::from_value::<async_graphql::Request>(payload.clone()) else {
+            return Inbound::Forward(bytes);
+        };
+        let data = || Arc::new(context.data());
+        let Some(payloads) = self.state.subscriptions.shared(request, who, data) else {
+            return Inbound::Forward(bytes);
+        };
+        let (stop, registration) = AbortHandle::new_pair();
+        let ending = futures::stream::once(async { None });
+        let named = id.clone();
+        let stream = Abortable::new(payloads.map(Some).chain(ending), registration)
+            .map(move |payload| (named.clone(), payload));
+        self.shared_ids.insert(id, stop);
+        Inbound::Share(stream.boxed())
+    }
+
+    /// The message for a shared subscription's next response or its end.
+    fn shared_message(&mut self, id: &str, payload: Option<&str>) -> Message {
+        let text = match payload {
+            Some(payload) => {
+                let kind = match self.protocol {
+                    WebSocketProtocols::GraphQLWS => "next",
+                    WebSocketProtocols::SubscriptionsTransportWS => "data",
+                };
+                let id = Value::String(id.to_string());
+                format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#)
+            }
+            None => {
+                self.shared_ids.remove(id);
+                self.running.remove(id);
+                complete_text(id)
+            }
+        };
+        Message::Text(text.into())
     }
 
     /// Notes an operation the protocol ended (its `complete`).
@@ -207,22 +307,25 @@ impl Session {
 /// `complete` cost one system call, not two, which counts with thousands of subscribers).
 async fn serve(socket: WebSocket, state: HttpState, connection: Connection) {
     let principal: Arc<OnceLock<Principal>> = Arc::default();
+    let context: Arc<OnceLock<Context>> = Arc::default();
     let refused = Arc::new(AtomicBool::new(false));
     let init = {
         let (auth, pool) = (state.auth.clone(), state.services.pool.clone());
         let (principal, refused) = (principal.clone(), refused.clone());
+        let shared_context = context.clone();
         let (header_credential, client) = (connection.header_credential, connection.client);
         move |payload: Value| async move {
             let credential = payload_credential(&payload).or(header_credential);
             match auth.authenticate(credential.as_deref()).await {
                 Ok(who) => {
-                    // A connection lives long: its loaders must not serve yesterday's rows.
-                    let loaders = Loaders::new(&pool, who.visibility());
-                    loaders.disable_caches();
-                    let mut data = async_graphql::Data::default();
-                    data.insert(loaders);
-                    data.insert(client);
-                    data.insert(who.clone());
+                    let context = Context {
+                        pool,
+                        client,
+                        who: who.clone(),
+                    };
+                    let data = context.data();
+                    // For the subscriptions the connection starts as a group's first member.
+                    let _ = shared_context.set(context);
                     let _ = principal.set(who);
                     Ok(data)
                 }
@@ -256,8 +359,11 @@ async fn serve(socket: WebSocket, state: HttpState, connection: Connection) {
         state: state.clone(),
         protocol,
         principal: principal.clone(),
+        context,
         running: HashSet::new(),
+        shared_ids: HashMap::new(),
     };
+    let mut shared: SelectAll<Shared> = SelectAll::new();
     let mut changes = state.auth.changes();
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.reset();
@@ -307,6 +413,7 @@ async fn serve(socket: WebSocket, state: HttpState, connection: Connection) {
                             return;
                         }
                     }
+                    Inbound::Share(messages) => shared.push(messages),
                 }
             }
             batch = batches.next() => {
@@ -323,6 +430,24 @@ async fn serve(socket: WebSocket, state: HttpState, connection: Connection) {
                     }
                     if sink.feed(message).await.is_err() {
                         return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            // Shared subscriptions: every message ready now in one write.
+            Some((id, payload)) = shared.next(), if !shared.is_empty() => {
+                let mut message = session.shared_message(&id, payload.as_deref());
+                loop {
+                    if sink.feed(message).await.is_err() {
+                        return;
+                    }
+                    match shared.next().now_or_never() {
+                        Some(Some((id, payload))) => {
+                            message = session.shared_message(&id, payload.as_deref());
+                        }
+                        _ => break,
                     }
                 }
                 if sink.flush().await.is_err() {
