@@ -97,7 +97,18 @@ pub async fn connect(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
         // PostgreSQL's default would plan it afresh on each of its first five executions per
         // connection (a millisecond or more for the transitions' CTEs). Every statement here
         // is indexed OLTP whose plan does not depend on the parameter values.
-        .options([("plan_cache_mode", "force_generic_plan")]);
+        //
+        // Those generic plans are made with the statistics of the moment, which on a young
+        // database (every deployment's first minutes, every bench run) describe tables of a
+        // few rows; and at PostgreSQL's default cost of a random page (4, for spinning disks)
+        // a whole scan of a few thousand narrow rows looks cheaper than a handful of index
+        // lookups. The claims, endings and counts then read every row of their job's
+        // documents each time: a job costs the square of its size. At 1.1 (pages in memory or
+        // on SSD, as the hot tables are) the lookups by id win at any size.
+        .options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("random_page_cost", "1.1"),
+        ]);
     PgPoolOptions::new()
         .max_connections(max)
         // sqlx would ping every connection before handing it out: a second round trip for
