@@ -917,6 +917,7 @@ async fn one_big_job(
     (took, peak, idle)
 }
 
+mod large;
 #[allow(dead_code)]
 #[path = "../../tests/common/mni.rs"]
 mod mni;
@@ -940,6 +941,14 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
+    if which == "subscriber-clients" {
+        // One thread per client process, as a light client would run.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        return rt.block_on(subscribers::clients_child());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -959,6 +968,14 @@ fn main() {
         }
         if matches!(which, "all" | "subscribers") {
             subscribers::run(&admin, env_usize("BENCH_SUBSCRIBERS", 10_000)).await;
+        }
+        if matches!(which, "all" | "large") {
+            large::run(
+                &admin,
+                env_usize("BENCH_LARGE_DOCS", 100_000),
+                env_usize("BENCH_LARGE_DOC_BYTES", 256),
+            )
+            .await;
         }
         if matches!(which, "all" | "memory") {
             memory(&admin, env_usize("BENCH_BIG_BYTES", 1 << 30)).await;
