@@ -1,4 +1,5 @@
--- The counts' functions look up the jobs of the documents that changed, one document at a time.
+-- The counts' functions look up the jobs of the documents that changed, one document at a time;
+-- pages of a job's documents are read in the job's order from an index.
 --
 -- `autos_shift_counts` (migration 0010) and `autos_shift_refresh_counts` (0012) joined the
 -- changed documents to `job_documents` / `refresh_jobs` and to the active jobs, and left the
@@ -103,3 +104,7 @@ BEGIN
     SELECT (u.job).* FROM updated u, notified n WHERE n.count >= 0;
 END;
 $$;
+
+-- A page of a job's documents is read from the job's list in its order, `first` entries after
+-- the previous page's last: no more than the page, wherever it starts.
+CREATE INDEX job_documents_job_position ON job_documents (job_id, position);

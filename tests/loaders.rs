@@ -128,6 +128,65 @@ async fn a_job_with_1000_documents_costs_as_many_statements_as_one_with_10() {
     api.stop().await;
 }
 
+/// Pages of a job's documents read from where the previous one ended: walking a job of 1,000
+/// in pages of 300 gives its whole list in order, each page at the same number of statements
+/// whatever its depth, and an `after` that is not one of the job's documents is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_of_a_job_walk_its_documents_in_order_at_the_same_cost() {
+    const PAGE: &str = "query($id: ID!, $first: Int!, $after: String) {
+        job(id: $id) { documents(first: $first, after: $after) { id } } }";
+    let ids = |data: &Value| -> Vec<String> {
+        data["job"]["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let api = CountedApi::start().await;
+    let job = api.job_with(3, 1000).await;
+    let other = api.job_with(4, 2).await;
+    let whole = ids(&api.data(&api.direct, JOB, json!({ "id": job })).await);
+    assert_eq!(whole.len(), 1000);
+
+    let (mut walked, mut costs, mut after) = (Vec::new(), Vec::new(), Value::Null);
+    loop {
+        let (data, cost) = api
+            .counted(PAGE, json!({ "id": job, "first": 300, "after": after }))
+            .await;
+        let page = ids(&data);
+        costs.push(cost);
+        let Some(last) = page.last() else { break };
+        after = json!(last);
+        walked.extend(page);
+    }
+    assert_eq!(
+        walked, whole,
+        "the pages give the job's documents, in order"
+    );
+    assert_eq!(costs.len(), 5, "four pages and an empty one: {costs:?}");
+    assert!(
+        costs[1..].iter().all(|c| *c == costs[1]),
+        "every page after the first costs the same: {costs:?}"
+    );
+
+    let foreign = ids(&api.data(&api.direct, JOB, json!({ "id": other })).await);
+    for after in [foreign[0].as_str(), "not-an-id"] {
+        let body = post_gql(
+            &api.http,
+            api.app.addr.unwrap(),
+            PAGE,
+            json!({ "id": job, "first": 10, "after": after }),
+        )
+        .await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body:#}"
+        );
+    }
+    api.stop().await;
+}
+
 // Pages of documents as a client asking for 100 jobs must (the cost of a page counts each
 // list at its page size).
 const PAGE: &str = "query($first: Int!) { jobs(first: $first) { nodes {

@@ -12,6 +12,7 @@ use super::DbError;
 use crate::domain::status::{DocumentStatus, JobStatus};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Transaction};
+use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -95,20 +96,6 @@ pub async fn find_by_ids(
         .await
 }
 
-/// The documents the source currently lists for each process, in source order.
-pub async fn listed_by_processes(
-    db: impl PgExecutor<'_>,
-    process_ids: &[Uuid],
-) -> Result<Vec<DocumentRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM documents WHERE process_id = ANY($1) AND listed
-         ORDER BY process_id, position",
-    )
-    .bind(process_ids)
-    .fetch_all(db)
-    .await
-}
-
 /// The documents each job covered, in the job's order, with the job id alongside.
 pub async fn by_jobs(
     db: impl PgExecutor<'_>,
@@ -127,6 +114,134 @@ pub async fn by_jobs(
         .into_iter()
         .map(|r| (r.covering_job_id, r.document))
         .collect())
+}
+
+/// A page of documents asked for: `first` of its owner's (a job's or a process's) after the
+/// document `after`, in their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    /// The job or process.
+    pub owner: Uuid,
+    /// Page size.
+    pub first: i32,
+    /// The last document of the previous page.
+    pub after: Option<Uuid>,
+}
+
+/// A page of documents.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Its documents, in order.
+    pub rows: Vec<DocumentRow>,
+    /// False when `after` is not one of the owner's documents (the page is then empty).
+    pub after_found: bool,
+}
+
+/// Whose documents a page lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageOf {
+    /// A job's documents, in the job's order.
+    Job,
+    /// A process's documents the source lists, in the source's order.
+    Process,
+}
+
+/// The pages `keys`, in two statements for all of them (one when none has an `after`): where
+/// each starts (the position of its `after`), then each page from its owner's index in order, `first` rows and no more — a page
+/// of a job of 100,000 documents reads a hundred of them, wherever it starts.
+pub async fn pages(
+    pool: &PgPool,
+    of: PageOf,
+    keys: &[PageKey],
+) -> Result<HashMap<PageKey, Page>, sqlx::Error> {
+    let owners: Vec<Uuid> = keys.iter().map(|k| k.owner).collect();
+    let afters: Vec<Option<Uuid>> = keys.iter().map(|k| k.after).collect();
+    let firsts: Vec<i32> = keys.iter().map(|k| k.first).collect();
+    let starts_sql = match of {
+        PageOf::Job => {
+            "SELECT (SELECT a.position FROM job_documents a
+                     WHERE a.job_id = k.owner AND a.document_id = k.after_id)
+             FROM UNNEST($1::uuid[], $2::uuid[]) WITH ORDINALITY AS k(owner, after_id, i)
+             ORDER BY k.i"
+        }
+        PageOf::Process => {
+            "SELECT (SELECT a.position FROM documents a
+                     WHERE a.process_id = k.owner AND a.id = k.after_id AND a.listed)
+             FROM UNNEST($1::uuid[], $2::uuid[]) WITH ORDINALITY AS k(owner, after_id, i)
+             ORDER BY k.i"
+        }
+    };
+    // First pages (the usual) start at the beginning: no statement to find where.
+    let starts: Vec<Option<i32>> = if afters.iter().all(Option::is_none) {
+        vec![None; keys.len()]
+    } else {
+        sqlx::query_scalar(starts_sql)
+            .bind(&owners)
+            .bind(&afters)
+            .fetch_all(pool)
+            .await?
+    };
+    // Pages whose `after` is unknown are empty; the others start after their position.
+    let positions: Vec<i32> = keys
+        .iter()
+        .zip(&starts)
+        .map(|(k, start)| match (k.after, start) {
+            (None, _) => i32::MIN,
+            (Some(_), Some(position)) => *position,
+            (Some(_), None) => i32::MAX,
+        })
+        .collect();
+    let pages_sql = match of {
+        PageOf::Job => {
+            "SELECT k.i AS page, d.*
+             FROM UNNEST($1::uuid[], $2::int[], $3::int[]) WITH ORDINALITY AS k(owner, after_position, first, i)
+             CROSS JOIN LATERAL (
+                SELECT jd.position AS page_position, d.*
+                FROM job_documents jd JOIN documents d ON d.id = jd.document_id
+                WHERE jd.job_id = k.owner AND jd.position > k.after_position
+                ORDER BY jd.position LIMIT k.first) d
+             ORDER BY k.i, d.page_position"
+        }
+        PageOf::Process => {
+            "SELECT k.i AS page, d.*
+             FROM UNNEST($1::uuid[], $2::int[], $3::int[]) WITH ORDINALITY AS k(owner, after_position, first, i)
+             CROSS JOIN LATERAL (
+                SELECT d.* FROM documents d
+                WHERE d.process_id = k.owner AND d.listed AND d.position > k.after_position
+                ORDER BY d.position LIMIT k.first) d
+             ORDER BY k.i, d.position"
+        }
+    };
+    let rows: Vec<PageRow> = sqlx::query_as(pages_sql)
+        .bind(&owners)
+        .bind(&positions)
+        .bind(&firsts)
+        .fetch_all(pool)
+        .await?;
+    let mut pages: Vec<Page> = keys
+        .iter()
+        .zip(&starts)
+        .map(|(k, start)| Page {
+            rows: Vec::new(),
+            after_found: k.after.is_none() || start.is_some(),
+        })
+        .collect();
+    for row in rows {
+        if let Some(page) = usize::try_from(row.page - 1)
+            .ok()
+            .and_then(|i| pages.get_mut(i))
+        {
+            page.rows.push(row.document);
+        }
+    }
+    Ok(keys.iter().copied().zip(pages).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    page: i64,
+    #[sqlx(flatten)]
+    document: DocumentRow,
 }
 
 #[derive(sqlx::FromRow)]

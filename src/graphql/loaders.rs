@@ -2,6 +2,7 @@
 //! however many parents ask for it. Loaders of jobs read only what the caller may see: they
 //! are made with the caller's [`Visibility`], so no resolver can forget it.
 
+use crate::db::documents::{Page, PageKey, PageOf};
 use crate::db::{self, DocumentRow, JobRow, ProcessRow, Visibility};
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sqlx::PgPool;
@@ -28,11 +29,11 @@ pub struct JobById(pub PgPool, pub Visibility);
 /// The newest job of each process the caller sees, by process id.
 pub struct LatestJobByProcess(pub PgPool, pub Visibility);
 loader!(
-    /// Listed documents of each process, by process id.
+    /// Pages of the documents each process lists.
     DocumentsByProcess
 );
 loader!(
-    /// Documents each job covered, by job id.
+    /// Pages of the documents each job covers.
     DocumentsByJob
 );
 loader!(
@@ -79,29 +80,19 @@ impl Loader<Uuid> for LatestJobByProcess {
     }
 }
 
-impl Loader<Uuid> for DocumentsByProcess {
-    type Value = Vec<DocumentRow>;
+impl Loader<PageKey> for DocumentsByProcess {
+    type Value = Page;
     type Error = LoadError;
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<DocumentRow>>, LoadError> {
-        let mut grouped: HashMap<Uuid, Vec<DocumentRow>> =
-            keys.iter().map(|k| (*k, Vec::new())).collect();
-        for row in db::documents::listed_by_processes(&self.0, keys).await? {
-            grouped.entry(row.process_id).or_default().push(row);
-        }
-        Ok(grouped)
+    async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, Page>, LoadError> {
+        Ok(db::documents::pages(&self.0, PageOf::Process, keys).await?)
     }
 }
 
-impl Loader<Uuid> for DocumentsByJob {
-    type Value = Vec<DocumentRow>;
+impl Loader<PageKey> for DocumentsByJob {
+    type Value = Page;
     type Error = LoadError;
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, Vec<DocumentRow>>, LoadError> {
-        let mut grouped: HashMap<Uuid, Vec<DocumentRow>> =
-            keys.iter().map(|k| (*k, Vec::new())).collect();
-        for (job_id, row) in db::documents::by_jobs(&self.0, keys).await? {
-            grouped.entry(job_id).or_default().push(row);
-        }
-        Ok(grouped)
+    async fn load(&self, keys: &[PageKey]) -> Result<HashMap<PageKey, Page>, LoadError> {
+        Ok(db::documents::pages(&self.0, PageOf::Job, keys).await?)
     }
 }
 
@@ -149,9 +140,9 @@ pub struct Loaders {
     pub job: Cached<JobById>,
     /// Latest job by process id.
     pub latest_job: Cached<LatestJobByProcess>,
-    /// Listed documents by process id.
+    /// Pages of the documents a process lists, by process id and page.
     pub process_documents: Cached<DocumentsByProcess>,
-    /// Covered documents by job id.
+    /// Pages of the documents a job covers, by job id and page.
     pub job_documents: Cached<DocumentsByJob>,
     /// Documents by id.
     pub document: Cached<DocumentById>,

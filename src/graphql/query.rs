@@ -5,7 +5,7 @@ use super::admin::{tenant_filter, ApiKey, AuditEntry, Viewer};
 use super::credentials::SourceCredential;
 use super::errors::{client_error, code, internal, job_error, load_error};
 use super::loaders::Loaders;
-use super::types::{Document, DownloadJob, Process};
+use super::types::{page_key, Document, DownloadJob, Process};
 use crate::auth::policy::Operation;
 use crate::auth::Scope;
 use crate::db;
@@ -265,21 +265,60 @@ async fn prefetch(ctx: &Context<'_>, rows: &[db::JobRow]) -> Result<()> {
             .await
             .map_err(load_error)?;
     }
-    if wants(&["process", "documents"]) {
-        loaders
-            .process_documents
-            .load_many(process_ids.iter().copied())
-            .await
-            .map_err(load_error)?;
+    // The pages the nodes' `documents` fields ask for (an invalid page is left to the field
+    // to report).
+    if let Some((first, after)) = page_arguments(&look, &["process", "documents"]) {
+        if let Ok(keys) = process_ids
+            .iter()
+            .map(|id| page_key(*id, first, after.as_deref()))
+            .collect::<Result<Vec<_>>>()
+        {
+            loaders
+                .process_documents
+                .load_many(keys)
+                .await
+                .map_err(load_error)?;
+        }
     }
-    if wants(&["documents"]) {
-        loaders
-            .job_documents
-            .load_many(job_ids)
-            .await
-            .map_err(load_error)?;
+    if let Some((first, after)) = page_arguments(&look, &["documents"]) {
+        if let Ok(keys) = job_ids
+            .iter()
+            .map(|id| page_key(*id, first, after.as_deref()))
+            .collect::<Result<Vec<_>>>()
+        {
+            loaders
+                .job_documents
+                .load_many(keys)
+                .await
+                .map_err(load_error)?;
+        }
     }
     Ok(())
+}
+
+/// The arguments (`first`, `after`) of the `documents` field at `path` under the page's nodes,
+/// if the page asks for it.
+fn page_arguments(
+    look: &async_graphql::Lookahead<'_>,
+    path: &[&str],
+) -> Option<(Option<i32>, Option<String>)> {
+    let field = [look.field("nodes"), look.field("edges").field("node")]
+        .into_iter()
+        .map(|node| path.iter().fold(node, |l, f| l.field(f)))
+        .find(|l| l.exists())?;
+    let selection = field.selection_fields().into_iter().next()?;
+    let (mut first, mut after) = (None, None);
+    for (name, value) in selection.arguments().ok()? {
+        match (name.as_str(), value) {
+            ("first", async_graphql::Value::Number(n)) => {
+                first = Some(i32::try_from(n.as_i64()?).ok()?)
+            }
+            ("after", async_graphql::Value::String(a)) => after = Some(a),
+            (_, async_graphql::Value::Null) => {}
+            _ => return None,
+        }
+    }
+    Some((first, after))
 }
 
 fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {

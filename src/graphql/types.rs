@@ -4,12 +4,14 @@ use super::access::Access;
 use super::errors::{client_error, code, internal, load_error};
 use super::loaders::Loaders;
 use crate::auth::policy::Operation;
+use crate::db::documents::{Page, PageKey};
 use crate::db::outages::OutageRow;
 use crate::db::{DocumentRow, JobRow, ProcessRow};
 use crate::domain::status::{DocumentStatus, JobStatus};
 use crate::jobs::Services;
 use async_graphql::{Context, Enum, Object, Result, SimpleObject, ID};
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 /// A court case, as the source lists it.
 pub struct Process(pub ProcessRow);
@@ -49,13 +51,14 @@ impl Process {
         #[graphql(default = 1000, desc = "Page size, 1 to 1,000.")] first: Option<i32>,
         #[graphql(desc = "Id of the last document of the previous page.")] after: Option<String>,
     ) -> Result<Vec<Document>> {
-        let rows = ctx
+        let key = page_key(self.0.id, first, after.as_deref())?;
+        let found = ctx
             .data_unchecked::<Loaders>()
             .process_documents
-            .load_one(self.0.id)
+            .load_one(key)
             .await
             .map_err(load_error)?;
-        let documents = page(rows.unwrap_or_default(), first, after)?;
+        let documents = page(found, after.as_deref())?;
         if self.0.owner_tenant_id.is_some() {
             let details = serde_json::json!({ "documents": documents.len() });
             super::audit::sealed_read(
@@ -236,13 +239,14 @@ impl DownloadJob {
         #[graphql(default = 1000, desc = "Page size, 1 to 1,000.")] first: Option<i32>,
         #[graphql(desc = "Id of the last document of the previous page.")] after: Option<String>,
     ) -> Result<Vec<Document>> {
-        let rows = ctx
+        let key = page_key(self.0.id, first, after.as_deref())?;
+        let found = ctx
             .data_unchecked::<Loaders>()
             .job_documents
-            .load_one(self.0.id)
+            .load_one(key)
             .await
             .map_err(load_error)?;
-        let documents = page(rows.unwrap_or_default(), first, after)?;
+        let documents = page(found, after.as_deref())?;
         // Documents of a sealed process carry at least its level: no statement more to know.
         let sealed = documents.iter().filter(|d| d.0.sigilo > 0).count();
         if sealed > 0 {
@@ -321,12 +325,9 @@ impl DownloadJob {
 /// Largest page of `documents`.
 pub const MAX_DOCUMENTS_PAGE: i32 = 1000;
 
-/// A page of documents: `first` of them after the one with id `after`.
-fn page(
-    rows: Vec<DocumentRow>,
-    first: Option<i32>,
-    after: Option<String>,
-) -> Result<Vec<Document>> {
+/// The page `first` (default and at most [`MAX_DOCUMENTS_PAGE`]) of `owner`'s documents after
+/// the one with id `after`, as its loader asks for it.
+pub(crate) fn page_key(owner: Uuid, first: Option<i32>, after: Option<&str>) -> Result<PageKey> {
     let first = first.unwrap_or(MAX_DOCUMENTS_PAGE);
     if !(1..=MAX_DOCUMENTS_PAGE).contains(&first) {
         return Err(client_error(
@@ -334,27 +335,32 @@ fn page(
             format!("`first` must be between 1 and {MAX_DOCUMENTS_PAGE}, got {first}"),
         ));
     }
-    let start = match after {
-        None => 0,
-        Some(after) => {
-            let position = rows
-                .iter()
-                .position(|d| d.id.to_string() == after.trim())
-                .ok_or_else(|| {
-                    client_error(
-                        code::BAD_REQUEST,
-                        format!("`after` is not one of these documents: {after}"),
-                    )
-                })?;
-            position + 1
-        }
+    let after = match after {
+        None => None,
+        Some(after) => Some(Uuid::parse_str(after.trim()).map_err(|_| not_one_of(after))?),
     };
-    Ok(rows
-        .into_iter()
-        .skip(start)
-        .take(first as usize)
-        .map(Document)
-        .collect())
+    Ok(PageKey {
+        owner,
+        first,
+        after,
+    })
+}
+
+fn not_one_of(after: &str) -> async_graphql::Error {
+    client_error(
+        code::BAD_REQUEST,
+        format!("`after` is not one of these documents: {after}"),
+    )
+}
+
+/// The documents of a page its loader found, or the error of an `after` that is not one of
+/// them.
+fn page(found: Option<Page>, after: Option<&str>) -> Result<Vec<Document>> {
+    let found = found.unwrap_or_default();
+    if let (false, Some(after)) = (found.after_found, after) {
+        return Err(not_one_of(after));
+    }
+    Ok(found.rows.into_iter().map(Document).collect())
 }
 
 /// Counts of a job row.
