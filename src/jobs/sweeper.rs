@@ -17,6 +17,9 @@
 //!    ago, audit log entries older than `AUTOS_AUDIT_RETENTION_DAYS`, rate-limit windows older
 //!    than an hour — in bounded batches.
 //!
+//! Steps 1 and 2 read every document of the active jobs: a process makes them at most as often
+//! as keeps them under 1 % of a core ([`ScanPace`]), at every pass on small tables.
+//!
 //! Every step is a compare-and-set, so sweepers in several processes may run at once.
 
 use super::{download::DownloadBatch, enqueue_batches, Services};
@@ -55,9 +58,10 @@ pub struct Swept {
 /// Looks every `interval` whether a pass is due in the cluster, and makes it if so, until
 /// `stop` turns true.
 pub async fn run(svc: Services, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut pace = ScanPace::default();
     loop {
         match take_turn(&svc.pool, interval).await {
-            Ok(true) => match sweep(&svc).await {
+            Ok(true) => match sweep_paced(&svc, &mut pace).await {
                 Ok(swept)
                     if Swept {
                         pruned: Default::default(),
@@ -99,8 +103,39 @@ pub async fn take_turn(pool: &sqlx::PgPool, interval: Duration) -> Result<bool, 
     Ok(taken.is_some())
 }
 
-/// One pass.
+/// How often a process's passes make the checks that read every document of the active jobs
+/// (steps 1 and 2: expired claims and orphans). Their cost grows with the jobs: 0.2–0.6 s a
+/// pass for a job of 100,000 documents, which every 5 s would take a tenth of a core for as
+/// long as the job runs — and a job runs as long as it is large, so that its sweeping would
+/// cost the square of its size. After checks that took `t`, the next ones wait
+/// `(SCAN_SHARE - 1) × t`: they take at most 1/`SCAN_SHARE` of a core, and on small tables
+/// (a few milliseconds) they still run at every pass.
+#[derive(Debug, Default)]
+pub struct ScanPace {
+    next: Option<std::time::Instant>,
+}
+
+/// The largest share of a core (1 / this) the whole-table checks may take.
+pub const SCAN_SHARE: u32 = 100;
+
+impl ScanPace {
+    fn due(&self) -> bool {
+        self.next
+            .is_none_or(|next| std::time::Instant::now() >= next)
+    }
+
+    fn took(&mut self, took: Duration) {
+        self.next = Some(std::time::Instant::now() + took * (SCAN_SHARE - 1));
+    }
+}
+
+/// One pass, every step made.
 pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
+    sweep_paced(svc, &mut ScanPace::default()).await
+}
+
+/// One pass, with steps 1 and 2 made when `pace` lets them.
+pub async fn sweep_paced(svc: &Services, pace: &mut ScanPace) -> anyhow::Result<Swept> {
     let mut swept = Swept::default();
 
     for (document_id, key, upload_id) in db::documents::abandoned_uploads(&svc.pool, 100).await? {
@@ -118,6 +153,36 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
         }
     }
 
+    if pace.due() {
+        let started = std::time::Instant::now();
+        scan(svc, &mut swept).await?;
+        if swept.expired + swept.orphans > 0 {
+            // Work was found: there may be more than a pass takes (500 claims, 5,000
+            // orphans), and it is looked for again at the next pass.
+            pace.next = None;
+        } else {
+            pace.took(started.elapsed());
+        }
+    }
+
+    super::refresh::sweep(svc).await?;
+
+    for job_id in db::jobs::settled_but_active(&svc.pool).await? {
+        let mut tx = svc.pool.begin().await?;
+        let job = db::jobs::finish_if_settled(&mut tx, job_id).await?;
+        tx.commit().await?;
+        if job.completed_at.is_some() {
+            swept.finished += 1;
+        }
+    }
+
+    swept.pruned = retention::prune(svc).await?;
+    Ok(swept)
+}
+
+/// Steps 1 and 2 of a pass: expired claims and orphans, read from every document of the
+/// active jobs.
+async fn scan(svc: &Services, swept: &mut Swept) -> anyhow::Result<()> {
     // An upload the store keeps refusing to abort holds its document back ten leases at most.
     let abort_grace = svc.settings.lease * 10;
     for (document_id, token) in db::documents::expired_claims(&svc.pool, 500, abort_grace).await? {
@@ -164,18 +229,23 @@ pub async fn sweep(svc: &Services) -> anyhow::Result<Swept> {
         tx.commit().await?;
         swept.orphans += ids.len();
     }
+    Ok(())
+}
 
-    super::refresh::sweep(svc).await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    for job_id in db::jobs::settled_but_active(&svc.pool).await? {
-        let mut tx = svc.pool.begin().await?;
-        let job = db::jobs::finish_if_settled(&mut tx, job_id).await?;
-        tx.commit().await?;
-        if job.completed_at.is_some() {
-            swept.finished += 1;
-        }
+    #[test]
+    fn scans_wait_ninety_nine_times_what_they_took() {
+        let mut pace = ScanPace::default();
+        assert!(pace.due(), "the first pass scans");
+        pace.took(Duration::ZERO);
+        assert!(pace.due(), "scans that cost nothing run at every pass");
+        pace.took(Duration::from_millis(20));
+        assert!(!pace.due(), "20 ms of scanning waits 1.98 s");
+        let next = pace.next.unwrap();
+        let wait = next - std::time::Instant::now();
+        assert!(wait > Duration::from_millis(1900) && wait <= Duration::from_millis(1980));
     }
-
-    swept.pruned = retention::prune(svc).await?;
-    Ok(swept)
 }
