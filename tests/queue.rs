@@ -1138,6 +1138,73 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
     assert_eq!(first.task.metadata["n"], 1);
 }
 
+/// Pages a fetch reads (`EXPLAIN (ANALYZE, BUFFERS)`, rolled back) on a queue of `kind`.
+async fn fetch_pages(pool: &PgPool, kind: &str) -> i64 {
+    let mut tx = pool.begin().await.unwrap();
+    let plan: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        queue::fetch_statement()
+    ))
+    .bind(vec![kind.to_string()])
+    .bind(60.0f64)
+    .bind(Vec::<Uuid>::new())
+    .bind(Vec::<Uuid>::new())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    plan[0]["Plan"]["Shared Hit Blocks"].as_i64().unwrap_or(0)
+        + plan[0]["Plan"]["Shared Read Blocks"].as_i64().unwrap_or(0)
+}
+
+/// Tasks taken and finished leave dead entries at the front of the fetch's index, which every
+/// fetch walks until a vacuum: the sweeper's vacuum of the queue brings a fetch back to a few
+/// pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vacuum_of_the_queue_spares_fetches_the_tasks_done() {
+    let (_db, pool) = queue_db(2).await;
+    let kind = "dead-front-probe";
+    sqlx::query(
+        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at, round)
+         SELECT jsonb_build_object('type', 'Probe', 'kind', $1::text, 'n', n, 'end', 'Succeed'),
+                $1, now() - interval '1 minute', now(), n
+         FROM generate_series(1, 3000) AS n",
+    )
+    .bind(kind)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The first 2,000 taken and done, as workers leave them.
+    sqlx::query("UPDATE fang_tasks SET state = 'in_progress' WHERE round <= 2000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM fang_tasks WHERE round <= 2000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = fetch_pages(&pool, kind).await;
+    assert!(
+        queue::vacuum_if_bloated(&pool, -1).await.unwrap(),
+        "vacuumed"
+    );
+    let after = fetch_pages(&pool, kind).await;
+    assert!(
+        after * 3 < before,
+        "a fetch read {before} pages over 2,000 tasks done, {after} after the vacuum"
+    );
+    let queue = PgQueue::new(pool.clone(), QueueSettings::default());
+    let first = queue
+        .fetch(&[kind.to_string()])
+        .await
+        .unwrap()
+        .expect("a task");
+    assert_eq!(
+        first.task.metadata["n"], 2001,
+        "the first task still waiting"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Plans of the batch transitions on a table not yet analyzed
 // ---------------------------------------------------------------------------------------------

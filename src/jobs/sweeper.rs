@@ -11,7 +11,9 @@
 //!    a new task, or FAILED if that was its last attempt;
 //! 2. a PENDING document of an active job that no live queue task will pick up (its task was
 //!    lost, deleted, or failed for good) gets a new task;
-//! 3. an active job with no open document left is made terminal;
+//! 3. an active job with no open document left is made terminal, and the queue's table is
+//!    vacuumed when it holds many dead rows (autovacuum's once a minute is too seldom for a
+//!    queue);
 //! 4. what is kept only for a while goes ([`retention`]): webhook deliveries that ended
 //!    `AUTOS_DELIVERY_RETENTION_DAYS` ago, tasks that failed `AUTOS_FAILED_TASK_RETENTION_DAYS`
 //!    ago, audit log entries older than `AUTOS_AUDIT_RETENTION_DAYS`, rate-limit windows older
@@ -39,6 +41,10 @@ pub mod retention;
 /// fails: far more than any deploy or crash makes, few enough for a document that brings
 /// its workers down to end.
 pub const MAX_INTERRUPTIONS: i32 = 10;
+
+/// Dead rows of the queue's table above which a pass vacuums it (see
+/// [`vacuum_if_bloated`](crate::queue::vacuum_if_bloated)).
+pub const QUEUE_DEAD_ROWS: i64 = 1000;
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +169,10 @@ pub async fn sweep_paced(svc: &Services, pace: &mut ScanPace) -> anyhow::Result<
         } else {
             pace.took(started.elapsed());
         }
+    }
+
+    if crate::queue::vacuum_if_bloated(&svc.pool, QUEUE_DEAD_ROWS).await? {
+        tracing::debug!("queue table vacuumed");
     }
 
     super::refresh::sweep(svc).await?;
