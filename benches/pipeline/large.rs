@@ -78,7 +78,8 @@ pub async fn run(admin: &str, count: usize, size: usize) {
     );
     wait_ready(&addr).await;
     authorize(&db).await;
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    // As autos connects (generic plans, its costs): the sweeper's reads are timed as it runs them.
+    let pool = autos::db::connect(&db, 2).await.unwrap();
     let pid = child.id().unwrap().to_string();
     let autos_cpu = cpu_seconds_of(&pid);
     let pg_before = postgres_cpu();
