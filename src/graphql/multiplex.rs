@@ -10,8 +10,10 @@
 //! ends after the execution's last response. The execution stops when its last subscriber
 //! leaves.
 //!
-//! Only subscriptions are grouped: queries and mutations sent over a WebSocket run per
-//! request, as they must. Who subscribes is part of the key: only connections whose callers
+//! A WebSocket connection joins a group through [`Multiplexed::shared`] and writes the
+//! group's responses, serialized once by the leader, to its client. Only subscriptions are
+//! grouped: queries and mutations sent over a WebSocket run per request, as they must, through
+//! the [`Executor`] implementation, which runs every operation it is given on its own. Who subscribes is part of the key: only connections whose callers
 //! see the same data with the same rights ([`Principal::sharing_key`]: one tenant and set of
 //! scopes, or one progress token's job) share an execution, so one caller's rights never
 //! serve another; within a group the leader's connection data stands for all.
@@ -34,7 +36,7 @@ pub type Payload = Arc<str>;
 struct Published {
     /// Number of the latest response (1 for the first).
     seq: u64,
-    response: Option<(Arc<Response>, Payload)>,
+    response: Option<Payload>,
     /// The execution has ended: after `response`, nothing more comes.
     ended: bool,
 }
@@ -99,35 +101,6 @@ fn shareable(request: &Request) -> bool {
 }
 
 impl Multiplexed {
-    /// Joins the execution shared by the subscribers of `request` with the rights `who`
-    /// ([`Principal::sharing_key`]), starting it with the context `data` makes if this is the
-    /// first.
-    fn join(
-        &self,
-        request: Request,
-        who: String,
-        data: impl FnOnce() -> Option<Arc<Data>>,
-    ) -> watch::Receiver<Published> {
-        let key = (
-            who,
-            request.query.clone(),
-            request.operation_name.clone(),
-            serde_json::to_string(&request.variables).unwrap_or_default(),
-        );
-        let mut groups = lock(&self.groups);
-        match groups.get(&key) {
-            Some(group) => group.subscribe(),
-            None => {
-                let (sender, receiver) = watch::channel(Published::default());
-                let sender = Arc::new(sender);
-                groups.insert(key.clone(), sender.clone());
-                let leader = Executor::execute_stream(&self.schema, request, data());
-                tokio::spawn(lead(leader, sender, self.groups.clone(), key));
-                receiver
-            }
-        }
-    }
-
     /// The responses of `request`'s shared execution for the caller `who`, each serialized
     /// once for every subscriber of the group (a WebSocket connection writes the same bytes to
     /// each), or `None` when it is not to be shared. `data` makes the caller's context,
@@ -141,11 +114,32 @@ impl Multiplexed {
         if !shareable(&request) {
             return None;
         }
-        let receiver = self.join(request, who.sharing_key(), || Some(data()));
-        Some(follow(receiver).map(|(_, json)| json).boxed())
+        let key = (
+            who.sharing_key(),
+            request.query.clone(),
+            request.operation_name.clone(),
+            serde_json::to_string(&request.variables).unwrap_or_default(),
+        );
+        let receiver = {
+            let mut groups = lock(&self.groups);
+            match groups.get(&key) {
+                Some(group) => group.subscribe(),
+                None => {
+                    let (sender, receiver) = watch::channel(Published::default());
+                    let sender = Arc::new(sender);
+                    groups.insert(key.clone(), sender.clone());
+                    let leader = Executor::execute_stream(&self.schema, request, Some(data()));
+                    tokio::spawn(lead(leader, sender, self.groups.clone(), key));
+                    receiver
+                }
+            }
+        };
+        Some(follow(receiver).boxed())
     }
 }
 
+/// Operations handed to the GraphQL protocol (queries, mutations, and a subscription whose id
+/// the protocol already runs) each run on their own.
 impl Executor for Multiplexed {
     async fn execute(&self, request: Request) -> Response {
         self.schema.execute(request).await
@@ -156,18 +150,7 @@ impl Executor for Multiplexed {
         request: Request,
         session_data: Option<Arc<Data>>,
     ) -> BoxStream<'static, Response> {
-        // Without a caller (no path in autos leads here without one) nothing is shared.
-        let who = session_data
-            .as_ref()
-            .and_then(|data| data.get(&std::any::TypeId::of::<Principal>()))
-            .and_then(|p| p.downcast_ref::<Principal>())
-            .map(Principal::sharing_key);
-        match who {
-            Some(who) if shareable(&request) => follow(self.join(request, who, || session_data))
-                .map(|(response, _)| copy(&response))
-                .boxed(),
-            _ => Executor::execute_stream(&self.schema, request, session_data),
-        }
+        Executor::execute_stream(&self.schema, request, session_data)
     }
 }
 
@@ -190,10 +173,9 @@ async fn lead(
                             r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#.into()
                         }
                     };
-                    let response = (Arc::new(response), json);
                     sender.send_modify(|p| {
                         p.seq += 1;
-                        p.response = Some(response);
+                        p.response = Some(json);
                     });
                 }
                 None => {
@@ -218,9 +200,7 @@ async fn lead(
 
 /// One subscriber's view of a group: every response it has not seen, the latest first when
 /// it falls behind, then the end.
-fn follow(
-    receiver: watch::Receiver<Published>,
-) -> impl futures::Stream<Item = (Arc<Response>, Payload)> {
+fn follow(receiver: watch::Receiver<Published>) -> impl futures::Stream<Item = Payload> {
     futures::stream::unfold((receiver, 0u64), |(mut receiver, seen)| async move {
         loop {
             let published = receiver.borrow_and_update().clone();
@@ -234,13 +214,4 @@ fn follow(
             receiver.changed().await.ok()?;
         }
     })
-}
-
-/// What a WebSocket message carries of a response (its HTTP headers and cache hints do not
-/// travel over a WebSocket).
-fn copy(response: &Response) -> Response {
-    let mut copy = Response::new(response.data.clone());
-    copy.errors = response.errors.clone();
-    copy.extensions = response.extensions.clone();
-    copy
 }

@@ -146,9 +146,14 @@ enum Inbound {
     Share(Shared),
 }
 
-/// What a shared subscription yields: a response serialized once for its whole group, then
-/// its end.
-type Shared = BoxStream<'static, (String, Option<Payload>)>;
+/// What a shared subscription yields: each response of its group, already in its message
+/// (the group's serialized response inside this operation's envelope), then its end.
+enum Frame {
+    Next(String),
+    End(String),
+}
+
+type Shared = BoxStream<'static, Frame>;
 
 /// One connection's state between messages.
 struct Session {
@@ -253,29 +258,30 @@ impl Session {
             return Inbound::Forward(bytes);
         };
         let (stop, registration) = AbortHandle::new_pair();
-        let ending = futures::stream::once(async { None });
-        let named = id.clone();
-        let stream = Abortable::new(payloads.map(Some).chain(ending), registration)
-            .map(move |payload| (named.clone(), payload));
+        // The envelope is made once per operation; each message only appends the payload.
+        let kind = match self.protocol {
+            WebSocketProtocols::GraphQLWS => "next",
+            WebSocketProtocols::SubscriptionsTransportWS => "data",
+        };
+        let head = format!(
+            r#"{{"type":"{kind}","id":{},"payload":"#,
+            Value::String(id.clone())
+        );
+        let messages =
+            payloads.map(move |payload: Payload| Frame::Next(format!("{head}{payload}}}")));
+        let end = futures::stream::once(futures::future::ready(Frame::End(id.clone())));
         self.shared_ids.insert(id, stop);
-        Inbound::Share(stream.boxed())
+        Inbound::Share(Abortable::new(messages.chain(end), registration).boxed())
     }
 
-    /// The message for a shared subscription's next response or its end.
-    fn shared_message(&mut self, id: &str, payload: Option<&str>) -> Message {
-        let text = match payload {
-            Some(payload) => {
-                let kind = match self.protocol {
-                    WebSocketProtocols::GraphQLWS => "next",
-                    WebSocketProtocols::SubscriptionsTransportWS => "data",
-                };
-                let id = Value::String(id.to_string());
-                format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#)
-            }
-            None => {
-                self.shared_ids.remove(id);
-                self.running.remove(id);
-                complete_text(id)
+    /// The message of a shared subscription's frame; at its end, the operation is over.
+    fn shared_message(&mut self, frame: Frame) -> Message {
+        let text = match frame {
+            Frame::Next(text) => text,
+            Frame::End(id) => {
+                self.shared_ids.remove(&id);
+                self.running.remove(&id);
+                complete_text(&id)
             }
         };
         Message::Text(text.into())
@@ -437,16 +443,14 @@ async fn serve(socket: WebSocket, state: HttpState, connection: Connection) {
                 }
             }
             // Shared subscriptions: every message ready now in one write.
-            Some((id, payload)) = shared.next(), if !shared.is_empty() => {
-                let mut message = session.shared_message(&id, payload.as_deref());
+            Some(frame) = shared.next(), if !shared.is_empty() => {
+                let mut message = session.shared_message(frame);
                 loop {
                     if sink.feed(message).await.is_err() {
                         return;
                     }
                     match shared.next().now_or_never() {
-                        Some(Some((id, payload))) => {
-                            message = session.shared_message(&id, payload.as_deref());
-                        }
+                        Some(Some(frame)) => message = session.shared_message(frame),
                         _ => break,
                     }
                 }
