@@ -1110,19 +1110,7 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
         .execute(&pool)
         .await
         .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    let plan: Value = sqlx::query_scalar(&format!(
-        "EXPLAIN (ANALYZE, FORMAT JSON) {}",
-        queue::fetch_statement()
-    ))
-    .bind(vec![kind.to_string()])
-    .bind(60.0f64)
-    .bind(Vec::<Uuid>::new())
-    .bind(Vec::<Uuid>::new())
-    .fetch_one(&mut *tx)
-    .await
-    .unwrap();
-    tx.rollback().await.unwrap();
+    let plan = explain_fetch(&pool, kind).await;
     let read = rows_read(&plan[0]["Plan"], "fang_tasks");
     assert!(
         (1.0..=5.0).contains(&read),
@@ -1138,8 +1126,8 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
     assert_eq!(first.task.metadata["n"], 1);
 }
 
-/// Pages a fetch reads (`EXPLAIN (ANALYZE, BUFFERS)`, rolled back) on a queue of `kind`.
-async fn fetch_pages(pool: &PgPool, kind: &str) -> i64 {
+/// `EXPLAIN (ANALYZE, BUFFERS)` of a fetch of tasks of `kind`, rolled back.
+async fn explain_fetch(pool: &PgPool, kind: &str) -> Value {
     let mut tx = pool.begin().await.unwrap();
     let plan: Value = sqlx::query_scalar(&format!(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
@@ -1153,6 +1141,12 @@ async fn fetch_pages(pool: &PgPool, kind: &str) -> i64 {
     .await
     .unwrap();
     tx.rollback().await.unwrap();
+    plan
+}
+
+/// Pages a fetch of tasks of `kind` reads.
+async fn fetch_pages(pool: &PgPool, kind: &str) -> i64 {
+    let plan = explain_fetch(pool, kind).await;
     plan[0]["Plan"]["Shared Hit Blocks"].as_i64().unwrap_or(0)
         + plan[0]["Plan"]["Shared Read Blocks"].as_i64().unwrap_or(0)
 }
