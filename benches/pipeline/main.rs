@@ -135,6 +135,11 @@ pub(crate) async fn drop_database(admin: &str, url: &str) {
         .path()
         .trim_start_matches('/')
         .to_string();
+    // BENCH_KEEP_DATABASE=1 leaves it for inspection (table statistics, plans).
+    if std::env::var_os("BENCH_KEEP_DATABASE").is_some() {
+        eprintln!("database kept: {name}");
+        return;
+    }
     if let Ok(pool) = sqlx::PgPool::connect(admin).await {
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&pool)
