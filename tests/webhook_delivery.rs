@@ -1048,3 +1048,63 @@ async fn webhook_secret_command_prints_one_stable_secret() {
     // The configured one does not replace the stored one.
     assert_eq!(webhook_secret_command(&db, None).await.trim(), secret);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_larger_than_a_page_reports_every_document_in_order_on_every_attempt() {
+    // The body is written a page of documents (1,000) at a time: a job of 1,005 crosses a page.
+    let court = Court::start().await;
+    let n = number(40);
+    let docs: Vec<Doc> = (0..1_005)
+        .map(|i| {
+            Doc::new(
+                &format!("d{i}"),
+                &format!("doc {i}.txt"),
+                bytes(16, i as u8),
+            )
+        })
+        .collect();
+    court.add_process(&n, docs.clone());
+    let (app, key) = spawn(court, Options::default(), |_| {}).await;
+    let hook = Receiver::start().await;
+    hook.script("/big", vec![Reply::status(500), Reply::ok()]);
+
+    let id = start_with_webhook(&app, &n, &hook.url("/big")).await;
+    let job = app.wait_terminal(&id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "COMPLETED", "{job:#}");
+    let state = wait_webhook_done(&app, &id).await;
+    assert_eq!(state["webhook"]["attempts"], 2, "{state:#}");
+    let got = hook.all();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_signed(&key, &got[0]);
+    assert_signed(&key, &got[1]);
+    assert!(
+        got[0].body == got[1].body,
+        "the body changed between attempts"
+    );
+    let body = got[1].json();
+    assert_eq!(body["data"]["total"], 1_005);
+    let documents = body["data"]["documents"].as_array().expect("documents");
+    let source_ids: Vec<&str> = documents
+        .iter()
+        .map(|d| d["sourceId"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = docs.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(
+        source_ids, expected,
+        "every document, once, in the job's order"
+    );
+    for sent in documents {
+        assert_eq!(sent["status"], "AVAILABLE", "{sent:#}");
+        assert!(sent["downloadUrl"].is_string(), "{sent:#}");
+    }
+    // The last one's link serves its bytes.
+    let last = documents.last().unwrap();
+    let fetched = reqwest::get(last["downloadUrl"].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(fetched.as_ref(), docs[1_004].bytes.as_ref() as &[u8]);
+    app.stop().await;
+}

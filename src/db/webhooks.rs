@@ -1,7 +1,7 @@
 //! Webhook deliveries, their attempts, and stored settings.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{Connection, PgExecutor, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -20,8 +20,6 @@ pub struct DeliveryRow {
     pub message_id: String,
     /// `job.completed`, …
     pub event_type: String,
-    /// The body, fixed at the first attempt.
-    pub payload: Option<serde_json::Value>,
     /// PENDING, DELIVERED or FAILED.
     pub status: String,
     /// Attempts so far.
@@ -34,12 +32,19 @@ pub struct DeliveryRow {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// The columns of a [`DeliveryRow`]: all but the body, which a job of 100,000 documents makes
+/// tens of megabytes long and which only a sending attempt reads ([`body`]).
+const DELIVERY_COLUMNS: &str = "id, job_id, tenant_id, url, message_id, event_type, status, \
+                                attempts, last_status_code, last_error, delivered_at";
+
 /// A delivery by id.
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM webhook_deliveries WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 /// A URL of a job and its newest delivery, if any (`DownloadJob.webhooks`).
@@ -166,21 +171,43 @@ pub async fn add_job_url(
     Ok((job, added))
 }
 
-/// Fixes the body of a delivery at its first attempt; returns the body to send (an earlier
-/// one if another worker fixed it first).
-pub async fn fix_payload(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    payload: &serde_json::Value,
-) -> Result<serde_json::Value, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE webhook_deliveries SET payload = coalesce(payload, $2), updated_at = now()
-         WHERE id = $1 RETURNING payload",
+/// The body of a delivery as every attempt sends it, once fixed (see [`fix_body`]): the text
+/// of a job's message, or a test message (and those written before bodies were kept as
+/// text) serialized as before.
+pub async fn body(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let row: Result<Option<(Option<String>, Option<serde_json::Value>)>, _> =
+        sqlx::query_as("SELECT body, payload FROM webhook_deliveries WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await;
+    // A job's body can be tens of megabytes: the connection does not keep a buffer its size.
+    conn.shrink_buffers();
+    Ok(match row? {
+        Some((Some(body), _)) => Some(body),
+        Some((None, Some(payload))) => Some(payload.to_string()),
+        _ => None,
+    })
+}
+
+/// Fixes the body of a delivery at its first attempt; returns the body to send: `body`, or an
+/// earlier one if another worker fixed it first.
+pub async fn fix_body(pool: &PgPool, id: Uuid, body: String) -> Result<String, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let fixed = sqlx::query(
+        "UPDATE webhook_deliveries SET body = $2, updated_at = now()
+         WHERE id = $1 AND body IS NULL AND payload IS NULL",
     )
     .bind(id)
-    .bind(payload)
-    .fetch_one(db)
-    .await
+    .bind(&body)
+    .execute(&mut *conn)
+    .await;
+    conn.shrink_buffers();
+    drop(conn);
+    if fixed?.rows_affected() == 1 {
+        return Ok(body);
+    }
+    self::body(pool, id).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Records one attempt and what it means for the delivery (`DELIVERED`, `FAILED`, or still
@@ -193,7 +220,7 @@ pub async fn record_attempt(
     duration: Duration,
     outcome: &str,
 ) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "WITH attempt AS (
             INSERT INTO webhook_attempts (delivery_id, status_code, error, duration_ms)
             SELECT $1, $2, $3, $4 WHERE EXISTS
@@ -201,8 +228,8 @@ pub async fn record_attempt(
          UPDATE webhook_deliveries SET attempts = attempts + 1, last_status_code = $2,
                 last_error = $3, status = $5,
                 delivered_at = CASE WHEN $5 = 'DELIVERED' THEN now() END, updated_at = now()
-         WHERE id = $1 AND status = 'PENDING' RETURNING *",
-    )
+         WHERE id = $1 AND status = 'PENDING' RETURNING {DELIVERY_COLUMNS}"
+    ))
     .bind(id)
     .bind(status_code.map(i32::from))
     .bind(error)

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use fang::{AsyncQueueable, AsyncRunnable, FangError};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::PgPool;
 use std::time::Duration;
 use uuid::Uuid;
@@ -89,8 +89,32 @@ pub async fn attach(
     Ok(job)
 }
 
-/// The body of a job's webhook (contract §6), with fresh download links.
-pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Result<Value> {
+/// Documents read (and their links signed) at a time while a job's webhook body is written.
+const BODY_PAGE: i32 = 1000;
+
+/// One document in a job's webhook (contract §6).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DocumentEntry<'a> {
+    id: Uuid,
+    source_id: &'a str,
+    name: &'a str,
+    status: &'a str,
+    size: Option<i64>,
+    sha256: Option<&'a str>,
+    mime_type: Option<&'a str>,
+    download_url: Option<String>,
+    download_url_expires_at: Option<chrono::DateTime<Utc>>,
+    error: Option<&'a str>,
+}
+
+/// The body of a job's webhook (contract §6), with fresh download links, as JSON text.
+///
+/// Written as it is read: a page of the job's documents at a time, each entry serialized into
+/// the body at once. A body holds ~850 bytes per document (most of it the signed link); built
+/// as a tree of JSON values first, a job of 20,000 documents took 120 MiB of autos' memory for
+/// its 16 MiB body.
+pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Result<String> {
     let job_id = delivery
         .job_id
         .ok_or_else(|| anyhow::anyhow!("delivery without a job"))?;
@@ -101,32 +125,86 @@ pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Resu
         .bind(job.process_id)
         .fetch_one(&svc.pool)
         .await?;
-    let mut documents = Vec::new();
-    for (_, doc) in db::documents::by_jobs(&svc.pool, &[job_id]).await? {
-        let link = match svc.download_link(&doc).await? {
-            Some(url) => (json!(url.url), json!(url.expires_at)),
-            None => (Value::Null, Value::Null),
+    let data = json!({
+        "jobId": job.id, "processNumber": number, "status": job.status,
+        "progress": job.progress(), "total": job.total,
+        "counts": {"pending": job.pending, "processing": job.processing,
+                   "available": job.available, "failed": job.failed},
+        "error": job.error,
+    });
+    // `{"type":…,"timestamp":…,"data":{…}}`, the documents the last member of `data`.
+    let mut body = br#"{"type":"#.to_vec();
+    serde_json::to_writer(&mut body, &delivery.event_type)?;
+    body.extend_from_slice(br#","timestamp":"#);
+    serde_json::to_writer(&mut body, &Utc::now())?;
+    body.extend_from_slice(br#","data":"#);
+    serde_json::to_writer(&mut body, &data)?;
+    // The object's closing brace makes way for the documents.
+    body.pop();
+    body.extend_from_slice(br#","documents":["#);
+    let mut after = None;
+    let mut first = true;
+    loop {
+        let key = db::documents::PageKey {
+            owner: job_id,
+            first: BODY_PAGE,
+            after,
         };
-        documents.push(json!({
-            "id": doc.id, "sourceId": doc.source_id, "name": doc.name, "status": doc.status,
-            "size": doc.stored_size.or(doc.size), "sha256": doc.stored_sha256.clone().or(doc.sha256.clone()),
-            "mimeType": doc.mime_type.clone().or(doc.stored_content_type.clone()),
-            "downloadUrl": link.0, "downloadUrlExpiresAt": link.1,
-            "error": if doc.status == "FAILED" { json!(doc.last_error) } else { Value::Null },
-        }));
-    }
-    Ok(json!({
-        "type": delivery.event_type,
-        "timestamp": Utc::now(),
-        "data": {
-            "jobId": job.id, "processNumber": number, "status": job.status,
-            "progress": job.progress(), "total": job.total,
-            "counts": {"pending": job.pending, "processing": job.processing,
-                       "available": job.available, "failed": job.failed},
-            "error": job.error,
-            "documents": documents,
+        let page = db::documents::pages(&svc.pool, db::documents::PageOf::Job, &[key])
+            .await?
+            .remove(&key)
+            .unwrap_or_default();
+        for doc in &page.rows {
+            let link = svc.download_link(doc).await?;
+            let (download_url, download_url_expires_at) = match link {
+                Some(url) => (Some(url.url), Some(url.expires_at)),
+                None => (None, None),
+            };
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(
+                &mut body,
+                &DocumentEntry {
+                    id: doc.id,
+                    source_id: &doc.source_id,
+                    name: &doc.name,
+                    status: &doc.status,
+                    size: doc.stored_size.or(doc.size),
+                    sha256: doc.stored_sha256.as_deref().or(doc.sha256.as_deref()),
+                    mime_type: doc
+                        .mime_type
+                        .as_deref()
+                        .or(doc.stored_content_type.as_deref()),
+                    download_url,
+                    download_url_expires_at,
+                    error: if doc.status == "FAILED" {
+                        doc.last_error.as_deref()
+                    } else {
+                        None
+                    },
+                },
+            )?;
         }
-    }))
+        match page.rows.last() {
+            Some(last) if page.rows.len() == BODY_PAGE as usize => {
+                if after.is_none() {
+                    // Room for the rest at the first page's size per document: the body is
+                    // not copied over and over as it grows.
+                    let rest = usize::try_from(job.total).unwrap_or(0);
+                    body.reserve(
+                        body.len() / page.rows.len() * rest.saturating_sub(page.rows.len()) * 21
+                            / 20,
+                    );
+                }
+                after = Some(last.id)
+            }
+            _ => break,
+        }
+    }
+    body.extend_from_slice(b"]}}");
+    Ok(String::from_utf8(body)?)
 }
 
 /// One attempt of a delivery: checks the target again, sends, records, and schedules the next
@@ -138,14 +216,14 @@ async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
     if delivery.status != "PENDING" {
         return Ok(());
     }
-    let payload = match &delivery.payload {
-        Some(payload) => payload.clone(),
+    let body = match db::webhooks::body(&svc.pool, delivery_id).await? {
+        Some(body) => body,
         None => {
             let built = job_payload(svc, &delivery).await?;
-            db::webhooks::fix_payload(&svc.pool, delivery_id, &built).await?
+            db::webhooks::fix_body(&svc.pool, delivery_id, built).await?
         }
     };
-    let body = serde_json::to_vec(&payload)?;
+    let body = bytes::Bytes::from(body);
     let webhooks = &svc.webhooks;
     let mut refused_for_good = false;
     let result = match svc.check_webhook_target(&delivery.url).await {
@@ -155,7 +233,7 @@ async fn attempt(svc: &Services, delivery_id: Uuid) -> anyhow::Result<()> {
                 &target,
                 &secrets,
                 &delivery.message_id,
-                &body,
+                body,
                 webhooks.timeout,
             )
             .await
@@ -229,9 +307,9 @@ pub async fn send_test(
         "data": {"message": "a test event from autos: signature and reachability check"},
     });
     let id = db::webhooks::insert_test(&svc.pool, tenant_id, url, &message_id, &payload).await?;
-    let body = serde_json::to_vec(&payload)?;
+    let body = bytes::Bytes::from(serde_json::to_vec(&payload)?);
     let secrets = signing_secrets(&svc.pool, &svc.webhooks, tenant_id).await?;
-    let sent = send::post(&target, &secrets, &message_id, &body, svc.webhooks.timeout).await;
+    let sent = send::post(&target, &secrets, &message_id, body, svc.webhooks.timeout).await;
     let outcome = if sent.delivered() {
         "DELIVERED"
     } else {

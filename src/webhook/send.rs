@@ -39,7 +39,7 @@ pub async fn post(
     target: &Target,
     secrets: &[Secret],
     message_id: &str,
-    body: &[u8],
+    body: bytes::Bytes,
     timeout: Duration,
 ) -> Attempt {
     let started = Instant::now();
@@ -61,11 +61,12 @@ pub async fn post(
         let mut request = client
             .post(target.url.clone())
             .header("content-type", "application/json");
-        for (name, value) in headers(secrets, message_id, timestamp, body) {
+        for (name, value) in headers(secrets, message_id, timestamp, &body) {
             request = request.header(name, value);
         }
         let response = request
-            .body(body.to_vec())
+            // Shared, not copied: a job's body can be tens of megabytes.
+            .body(body)
             .send()
             .await
             .map_err(|e| describe(&e))?;
