@@ -3,8 +3,9 @@
 //! documents-per-process quota raised to fit: the time from `startDownload` to the first
 //! transfer and to the end, the memory of every process, the CPU of autos and PostgreSQL,
 //! the sweeper's statements on the full tables, the query times of `job { counts }` and of a
-//! page of `documents` (first and deep), and how a second, small job (10 documents, another
-//! case) fares meanwhile.
+//! page of `documents` (first and deep), how a second, small job (10 documents, another
+//! case) fares meanwhile, and the job's webhook (every document with its link): how long
+//! after the end it arrives, its size, and autos' memory once it is sent.
 
 use super::{
     authorize, autos_binary, autos_database_url, cpu_seconds_of, drop_database, free_port,
@@ -12,7 +13,12 @@ use super::{
     throughput_store_root, wait_ready, KEY, SECRET, WARM_UP,
 };
 use autos::embedded::s3::EmbeddedS3;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::Router;
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const NUMBER: &str = "1500345-31.2017.8.26.0248";
@@ -54,9 +60,32 @@ fn rss_kib(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the harness's webhook receiver got: when, and how many bytes.
+type Received = Arc<Mutex<Vec<(chrono::DateTime<chrono::Utc>, usize)>>>;
+
+/// A receiver of the job's webhook on a loopback port: its URL and what it got.
+async fn webhook_receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(|State(got): State<Received>, body: Bytes| async move {
+                got.lock().unwrap().push((chrono::Utc::now(), body.len()));
+                axum::http::StatusCode::NO_CONTENT
+            }),
+        )
+        .layer(DefaultBodyLimit::disable())
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
 /// Runs the benchmark.
 pub async fn run(admin: &str, count: usize, size: usize) {
     let (court, _) = start_court(NUMBER, count, size).await;
+    let (hook, received) = webhook_receiver().await;
     let dir =
         throughput_store_root().join(format!("autos-bench-s3-{}", uuid::Uuid::new_v4().simple()));
     let s3 = EmbeddedS3::start(&dir, "127.0.0.1:0".parse().unwrap(), KEY, SECRET)
@@ -74,6 +103,8 @@ pub async fn run(admin: &str, count: usize, size: usize) {
             ("AUTOS_BIND", addr.clone()),
             ("AUTOS_S3_BUCKET", "large".into()),
             ("AUTOS_MAX_DOCUMENTS_PER_PROCESS", count.to_string()),
+            // The harness's receiver is on loopback.
+            ("AUTOS_WEBHOOK_ALLOW_PRIVATE", "true".into()),
         ],
     );
     wait_ready(&addr).await;
@@ -87,8 +118,9 @@ pub async fn run(admin: &str, count: usize, size: usize) {
     let asked = Instant::now();
     let started = gql(
         &addr,
-        "mutation($n: String!) { startDownload(input: {number: $n}) { job { id } } }",
-        json!({"n": NUMBER}),
+        "mutation($n: String!, $hook: String!) { \
+         startDownload(input: {number: $n, webhookUrl: $hook}) { job { id } } }",
+        json!({"n": NUMBER, "hook": hook}),
     )
     .await;
     let answered = asked.elapsed();
@@ -185,6 +217,30 @@ pub async fn run(admin: &str, count: usize, size: usize) {
     assert_eq!(job["status"], "COMPLETED", "{job}");
     assert_eq!(job["counts"]["available"].as_u64(), Some(count as u64));
 
+    // The webhook: every document with its link, in one body.
+    let waited = Instant::now();
+    let delivery = loop {
+        if let Some(first) = received.lock().unwrap().first().copied() {
+            break Some(first);
+        }
+        if waited.elapsed() > Duration::from_secs(600) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let autos_peak_after_webhook = peak_rss_kib(child.id().unwrap()).unwrap_or(0);
+    let (webhook_query_ms, _) = timed(
+        &addr,
+        "query($id: ID!) { job(id: $id) { webhook { url sent attempts lastError } } }",
+        json!({"id": id}),
+    )
+    .await;
+    // What the deliveries take in the database, their TOAST included.
+    let stored: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('webhook_deliveries')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
     println!(
         "one job of {count} documents of {size} bytes, `autos all` at its defaults; it ended {}",
         job["status"]
@@ -218,6 +274,19 @@ pub async fn run(admin: &str, count: usize, size: usize) {
     );
     for (what, ms, n) in sweeper {
         println!("sweeper read, {what}: {ms:.1} ms ({n} found)");
+    }
+    match delivery {
+        Some((at, bytes)) => println!(
+            "webhook: received {:.1} s after completedAt, {:.1} MiB ({} bytes per document); \
+             stored {:.1} MiB; autos' peak RSS after it {:.1} MiB; \
+             `job {{ webhook }}` answered in {webhook_query_ms:.1} ms",
+            (at - completed).num_milliseconds() as f64 / 1000.0,
+            bytes as f64 / 1048576.0,
+            bytes / count.max(1),
+            stored as f64 / 1048576.0,
+            autos_peak_after_webhook as f64 / 1024.0
+        ),
+        None => println!("webhook: not received within ten minutes of the job's end"),
     }
     match small_took {
         Some((took, small_job)) => println!(
