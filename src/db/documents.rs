@@ -96,26 +96,6 @@ pub async fn find_by_ids(
         .await
 }
 
-/// The documents each job covered, in the job's order, with the job id alongside.
-pub async fn by_jobs(
-    db: impl PgExecutor<'_>,
-    job_ids: &[Uuid],
-) -> Result<Vec<(Uuid, DocumentRow)>, sqlx::Error> {
-    let rows: Vec<JobDocument> = sqlx::query_as(
-        "SELECT jd.job_id AS covering_job_id, d.*
-         FROM job_documents jd JOIN documents d ON d.id = jd.document_id
-         WHERE jd.job_id = ANY($1)
-         ORDER BY jd.job_id, jd.position",
-    )
-    .bind(job_ids)
-    .fetch_all(db)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.covering_job_id, r.document))
-        .collect())
-}
-
 /// A page of documents asked for: `first` of its owner's (a job's or a process's) after the
 /// document `after`, in their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -240,13 +220,6 @@ pub async fn pages(
 #[derive(sqlx::FromRow)]
 struct PageRow {
     page: i64,
-    #[sqlx(flatten)]
-    document: DocumentRow,
-}
-
-#[derive(sqlx::FromRow)]
-struct JobDocument {
-    covering_job_id: Uuid,
     #[sqlx(flatten)]
     document: DocumentRow,
 }

@@ -188,18 +188,7 @@ pub async fn job_payload(svc: &Services, delivery: &DeliveryRow) -> anyhow::Resu
             )?;
         }
         match page.rows.last() {
-            Some(last) if page.rows.len() == BODY_PAGE as usize => {
-                if after.is_none() {
-                    // Room for the rest at the first page's size per document: the body is
-                    // not copied over and over as it grows.
-                    let rest = usize::try_from(job.total).unwrap_or(0);
-                    body.reserve(
-                        body.len() / page.rows.len() * rest.saturating_sub(page.rows.len()) * 21
-                            / 20,
-                    );
-                }
-                after = Some(last.id)
-            }
+            Some(last) if page.rows.len() == BODY_PAGE as usize => after = Some(last.id),
             _ => break,
         }
     }
