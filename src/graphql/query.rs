@@ -243,11 +243,7 @@ impl Query {
 /// of a page does not depend on how the executor happens to interleave its children.
 async fn prefetch(ctx: &Context<'_>, rows: &[db::JobRow]) -> Result<()> {
     let look = ctx.look_ahead();
-    let wants = |path: &[&str]| {
-        [look.field("nodes"), look.field("edges").field("node")]
-            .into_iter()
-            .any(|node| path.iter().fold(node, |l, f| l.field(f)).exists())
-    };
+    let wants = |path: &[&str]| at_nodes(&look, path).is_some();
     let loaders = ctx.data_unchecked::<Loaders>();
     let job_ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let process_ids: Vec<Uuid> = rows.iter().map(|r| r.process_id).collect();
@@ -267,33 +263,47 @@ async fn prefetch(ctx: &Context<'_>, rows: &[db::JobRow]) -> Result<()> {
     }
     // The pages the nodes' `documents` fields ask for (an invalid page is left to the field
     // to report).
-    if let Some((first, after)) = page_arguments(&look, &["process", "documents"]) {
-        if let Ok(keys) = process_ids
-            .iter()
-            .map(|id| page_key(*id, first, after.as_deref()))
-            .collect::<Result<Vec<_>>>()
-        {
-            loaders
-                .process_documents
-                .load_many(keys)
-                .await
-                .map_err(load_error)?;
-        }
+    if let Some(keys) = page_keys(&look, &["process", "documents"], &process_ids) {
+        loaders
+            .process_documents
+            .load_many(keys)
+            .await
+            .map_err(load_error)?;
     }
-    if let Some((first, after)) = page_arguments(&look, &["documents"]) {
-        if let Ok(keys) = job_ids
-            .iter()
-            .map(|id| page_key(*id, first, after.as_deref()))
-            .collect::<Result<Vec<_>>>()
-        {
-            loaders
-                .job_documents
-                .load_many(keys)
-                .await
-                .map_err(load_error)?;
-        }
+    if let Some(keys) = page_keys(&look, &["documents"], &job_ids) {
+        loaders
+            .job_documents
+            .load_many(keys)
+            .await
+            .map_err(load_error)?;
     }
     Ok(())
+}
+
+/// The field at `path` under a page's nodes (`nodes { … }` or `edges { node { … } }`), if
+/// the page asks for it.
+fn at_nodes<'a>(
+    look: &async_graphql::Lookahead<'a>,
+    path: &[&str],
+) -> Option<async_graphql::Lookahead<'a>> {
+    [look.field("nodes"), look.field("edges").field("node")]
+        .into_iter()
+        .map(|node| path.iter().fold(node, |l, f| l.field(f)))
+        .find(|l| l.exists())
+}
+
+/// The pages of `owners`' documents that the `documents` field at `path` under the page's
+/// nodes asks for, if it is asked for with valid arguments.
+fn page_keys(
+    look: &async_graphql::Lookahead<'_>,
+    path: &[&str],
+    owners: &[Uuid],
+) -> Option<Vec<db::documents::PageKey>> {
+    let (first, after) = page_arguments(look, path)?;
+    owners
+        .iter()
+        .map(|id| page_key(*id, first, after.as_deref()).ok())
+        .collect()
 }
 
 /// The arguments (`first`, `after`) of the `documents` field at `path` under the page's nodes,
@@ -302,10 +312,7 @@ fn page_arguments(
     look: &async_graphql::Lookahead<'_>,
     path: &[&str],
 ) -> Option<(Option<i32>, Option<String>)> {
-    let field = [look.field("nodes"), look.field("edges").field("node")]
-        .into_iter()
-        .map(|node| path.iter().fold(node, |l, f| l.field(f)))
-        .find(|l| l.exists())?;
+    let field = at_nodes(look, path)?;
     let selection = field.selection_fields().into_iter().next()?;
     let (mut first, mut after) = (None, None);
     for (name, value) in selection.arguments().ok()? {
