@@ -1096,16 +1096,7 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
     let (_db, pool) = queue_db(2).await;
     let kind = "long-queue-probe";
     // One job's batches, as `enqueue_many` writes them: one round each.
-    sqlx::query(
-        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at, round)
-         SELECT jsonb_build_object('type', 'Probe', 'kind', $1::text, 'n', n, 'end', 'Succeed'),
-                $1, now() - interval '1 minute' + n * interval '1 millisecond', now(), n
-         FROM generate_series(1, 5000) AS n",
-    )
-    .bind(kind)
-    .execute(&pool)
-    .await
-    .unwrap();
+    insert_rounds(&pool, kind, 5000, 1).await;
     sqlx::query("ANALYZE fang_tasks")
         .execute(&pool)
         .await
@@ -1124,6 +1115,23 @@ async fn a_fetch_from_a_queue_of_5000_tasks_reads_a_handful_of_rows() {
         .unwrap()
         .expect("a task");
     assert_eq!(first.task.metadata["n"], 1);
+}
+
+/// `count` probe tasks of `kind` due a minute ago (the `n`th `n × step_ms` ms later), in rounds
+/// 1 to `count`, as `enqueue_many` writes a job's batches.
+async fn insert_rounds(pool: &PgPool, kind: &str, count: i32, step_ms: i32) {
+    sqlx::query(
+        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at, round)
+         SELECT jsonb_build_object('type', 'Probe', 'kind', $1::text, 'n', n, 'end', 'Succeed'),
+                $1, now() - interval '1 minute' + n * $3 * interval '1 millisecond', now(), n
+         FROM generate_series(1, $2) AS n",
+    )
+    .bind(kind)
+    .bind(count)
+    .bind(step_ms)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 /// `EXPLAIN (ANALYZE, BUFFERS)` of a fetch of tasks of `kind`, rolled back.
@@ -1158,16 +1166,7 @@ async fn fetch_pages(pool: &PgPool, kind: &str) -> i64 {
 async fn a_vacuum_of_the_queue_spares_fetches_the_tasks_done() {
     let (_db, pool) = queue_db(2).await;
     let kind = "dead-front-probe";
-    sqlx::query(
-        "INSERT INTO fang_tasks (metadata, task_type, scheduled_at, created_at, round)
-         SELECT jsonb_build_object('type', 'Probe', 'kind', $1::text, 'n', n, 'end', 'Succeed'),
-                $1, now() - interval '1 minute', now(), n
-         FROM generate_series(1, 3000) AS n",
-    )
-    .bind(kind)
-    .execute(&pool)
-    .await
-    .unwrap();
+    insert_rounds(&pool, kind, 3000, 0).await;
     // The first 2,000 taken and done, as workers leave them.
     sqlx::query("UPDATE fang_tasks SET state = 'in_progress' WHERE round <= 2000")
         .execute(&pool)
