@@ -10,7 +10,7 @@
 use super::{
     authorize, autos_binary, autos_database_url, cpu_seconds_of, drop_database, free_port,
     fresh_database, gql, peak_rss_kib, postgres_cpu, postgres_cpu_since, spawn_autos, start_court,
-    throughput_store_root, wait_ready, KEY, SECRET, WARM_UP,
+    start_job, throughput_store_root, wait_ready, KEY, SECRET, WARM_UP,
 };
 use autos::embedded::s3::EmbeddedS3;
 use axum::body::Bytes;
@@ -116,18 +116,8 @@ pub async fn run(admin: &str, count: usize, size: usize) {
     let pg_before = postgres_cpu();
 
     let asked = Instant::now();
-    let started = gql(
-        &addr,
-        "mutation($n: String!, $hook: String!) { \
-         startDownload(input: {number: $n, webhookUrl: $hook}) { job { id } } }",
-        json!({"n": NUMBER, "hook": hook}),
-    )
-    .await;
+    let id = start_job(&addr, NUMBER, Some(&hook)).await;
     let answered = asked.elapsed();
-    let id = started["data"]["startDownload"]["job"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_string();
 
     let counts_query = "query($id: ID!) { job(id: $id) { status startedAt completedAt createdAt \
                         counts { pending processing available failed } } }";
@@ -164,16 +154,7 @@ pub async fn run(admin: &str, count: usize, size: usize) {
         deep_page_ms.push(ms);
         // A fifth of the way: a second, small job, and the sweeper's reads on full tables.
         if small.is_none() && done as usize >= count / 5 {
-            let body = gql(
-                &addr,
-                "mutation($n: String!) { startDownload(input: {number: $n}) { job { id } } }",
-                json!({"n": WARM_UP}),
-            )
-            .await;
-            let small_id = body["data"]["startDownload"]["job"]["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{body}"))
-                .to_string();
+            let small_id = start_job(&addr, WARM_UP, None).await;
             small = Some((Instant::now(), small_id));
             let (ms, n) = timed_db(autos::db::documents::orphans(&pool, 5000)).await;
             sweeper.push(("orphaned PENDING documents (limit 5,000)", ms, n.len()));

@@ -240,6 +240,22 @@ fn config(db: &str, s3: &str, court: &str, workers: u32) -> Config {
     c
 }
 
+/// Starts a download of `number` (with `webhook` as its `webhookUrl`, if any); returns the
+/// job's id.
+pub(crate) async fn start_job(addr: &str, number: &str, webhook: Option<&str>) -> String {
+    let body = gql(
+        addr,
+        "mutation($n: String!, $hook: String) { \
+         startDownload(input: {number: $n, webhookUrl: $hook}) { job { id } } }",
+        json!({"n": number, "hook": webhook}),
+    )
+    .await;
+    body["data"]["startDownload"]["job"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_string()
+}
+
 pub(crate) async fn gql(addr: &str, query: &str, variables: Value) -> Value {
     // One client for the whole run: building one loads the system's root certificates.
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
@@ -259,16 +275,7 @@ pub(crate) async fn gql(addr: &str, query: &str, variables: Value) -> Value {
 async fn run_job(addr: &str, number: &str) -> (Duration, Value) {
     let started = Instant::now();
     let started_wall = chrono::Utc::now();
-    let body = gql(
-        addr,
-        "mutation($n: String!) { startDownload(input: {number: $n}) { job { id } } }",
-        json!({"n": number}),
-    )
-    .await;
-    let id = body["data"]["startDownload"]["job"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_string();
+    let id = start_job(addr, number, None).await;
     if std::env::var_os("BENCH_VERBOSE").is_some() {
         eprintln!("startDownload answered in {:?}", started.elapsed());
     }

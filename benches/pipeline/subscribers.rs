@@ -17,7 +17,7 @@
 
 use super::{
     authorization, authorize, autos_binary, cpu_seconds_of, drop_database, free_port,
-    fresh_database, gql, profile_pause, spawn_autos, wait_ready, KEY, SECRET,
+    fresh_database, gql, profile_pause, spawn_autos, start_job, wait_ready, KEY, SECRET,
 };
 use autos::embedded::s3::EmbeddedS3;
 use axum::extract::{Path, State};
@@ -296,16 +296,7 @@ pub async fn run(admin: &str, count: usize) {
         &[("AUTOS_WORKERS", "1".into())],
     );
 
-    let body = gql(
-        &addr,
-        "mutation($n: String!) { startDownload(input: {number: $n}) { job { id } } }",
-        json!({"n": NUMBER}),
-    )
-    .await;
-    let job_id = body["data"]["startDownload"]["job"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_string();
+    let job_id = start_job(&addr, NUMBER, None).await;
 
     let pid = serve.id().unwrap();
     let rss_before = rss_kib(pid);
